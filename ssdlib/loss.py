@@ -1,0 +1,136 @@
+"""The MultiBox loss with hard negative mining (SSD §2.2, "Training objective" and
+"Hard negative mining").
+
+``L = (L_conf + α · L_loc) / N`` with ``N`` the number of matched default boxes (positives):
+
+* ``L_loc``: Smooth L1 between predicted and target offsets, over positives only;
+* ``L_conf``: softmax cross-entropy over positives and a few negatives (class 0, background).
+
+"After the matching step, most of the default boxes are negatives ... Instead of using all the
+negative examples, we sort them using the highest confidence loss for each default box and pick
+the top ones so that the ratio between the negatives and positives is at most 3:1."
+
+Letters: ``B`` images, ``P`` default boxes, ``K`` classes including background 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NEG_POS_RATIO = 3  # "the ratio between the negatives and positives is at most 3:1" (SSD §2.2)
+SMOOTH_L1_BETA = 1.0  # Fast R-CNN's Smooth L1: quadratic below 1, linear above
+
+
+def _check_labels(labels: Tensor, p: int | None = None) -> None:
+    if labels.dim() != 2 or labels.dtype != torch.long:
+        raise ValueError(
+            f"expected labels of shape (B, P) and dtype long, got {tuple(labels.shape)} "
+            f"{labels.dtype}"
+        )
+    if p is not None and labels.shape[1] != p:
+        raise ValueError(f"labels have {labels.shape[1]} default boxes, predictions have {p}")
+
+
+def hard_negative_mining(
+    conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float = NEG_POS_RATIO
+) -> Tensor:
+    """Which default boxes enter the confidence loss: every positive, plus per image the
+    ``neg_pos_ratio × positives`` negatives with the highest loss (fewer if there are fewer).
+
+    An image without objects contributes no negatives, as in the paper's ratio (and torchvision).
+
+    Args:
+        conf_loss: ``(B, P)`` per-box cross-entropy (only its order matters; no gradient flows).
+        labels: ``(B, P)`` long, 0 = background.
+        neg_pos_ratio: negatives per positive.
+
+    Returns:
+        ``(B, P)`` bool mask: positives and chosen negatives.
+    """
+    _check_labels(labels)
+    if conf_loss.shape != labels.shape:
+        raise ValueError(
+            f"conf_loss {tuple(conf_loss.shape)} and labels {tuple(labels.shape)} differ in shape"
+        )
+    if neg_pos_ratio < 0:
+        raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
+    positive = labels > 0  # (B, P)
+    num_neg = (neg_pos_ratio * positive.sum(dim=1, keepdim=True)).long()  # (B, 1)
+    loss = conf_loss.detach().masked_fill(positive, -float("inf"))  # positives sort last
+    # The k hardest boxes of each image, k = the most negatives any image may take; then each
+    # image keeps its own first num_neg of them. topk avoids sorting all P boxes.
+    k = min(int(num_neg.max()), loss.shape[1]) if loss.numel() else 0
+    hardest_loss, hardest = loss.topk(k, dim=1)  # (B, k), descending
+    take = (torch.arange(k, device=loss.device) < num_neg) & (hardest_loss > -float("inf"))
+    negative = torch.zeros_like(positive).scatter_(1, hardest, take)
+    return positive | negative
+
+
+class MultiBoxLoss(nn.Module):
+    """SSD's training objective.
+
+    ``forward(loc_pred, conf_pred, loc_targets, labels) -> (loc_loss, conf_loss)``, both summed
+    over the batch and divided by the number of positives in the batch (by 1 if there are none).
+    Their sum (with ``alpha = 1``, as in the paper) is what training minimises.
+    """
+
+    def __init__(self, neg_pos_ratio: float = NEG_POS_RATIO, alpha: float = 1.0):
+        super().__init__()
+        if neg_pos_ratio < 0:
+            raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
+        self.neg_pos_ratio = neg_pos_ratio
+        self.alpha = alpha  # weight of the localisation term; "set to 1 by cross validation"
+
+    def forward(
+        self, loc_pred: Tensor, conf_pred: Tensor, loc_targets: Tensor, labels: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """
+        Args:
+            loc_pred: ``(B, P, 4)`` predicted offsets.
+            conf_pred: ``(B, P, K)`` class logits.
+            loc_targets: ``(B, P, 4)`` target offsets (from ``assign_targets``).
+            labels: ``(B, P)`` long, 0 = background.
+
+        Returns:
+            ``(loc_loss, conf_loss)``, scalars: ``alpha · L_loc / N`` and ``L_conf / N``.
+        """
+        if loc_pred.dim() != 3 or loc_pred.shape[-1] != 4:
+            raise ValueError(f"expected loc_pred of shape (B, P, 4), got {tuple(loc_pred.shape)}")
+        if conf_pred.dim() != 3 or conf_pred.shape[:2] != loc_pred.shape[:2]:
+            raise ValueError(
+                f"expected conf_pred of shape (B, P, K) with (B, P) = {tuple(loc_pred.shape[:2])}, "
+                f"got {tuple(conf_pred.shape)}"
+            )
+        if loc_targets.shape != loc_pred.shape:
+            raise ValueError(
+                f"loc_targets {tuple(loc_targets.shape)} do not match loc_pred "
+                f"{tuple(loc_pred.shape)}"
+            )
+        _check_labels(labels, loc_pred.shape[1])
+        positive = labels > 0  # (B, P)
+        num_pos = positive.sum().clamp(min=1).to(torch.float32)  # N (1 when there are none)
+
+        # Smooth L1 over the positives only.
+        img, prior = positive.nonzero(as_tuple=True)  # (N_pos,) each
+        loc_loss = F.smooth_l1_loss(
+            loc_pred[img, prior].float(),
+            loc_targets[img, prior].float(),
+            reduction="sum",
+            beta=SMOOTH_L1_BETA,
+        )
+
+        # Rank every box by its background loss -log p_0 (no gradient: only the order is used),
+        # then the cross-entropy over the positives and the mined negatives.
+        with torch.no_grad():
+            ranking = -F.log_softmax(conf_pred.float(), dim=-1)[..., 0]  # (B, P)
+        chosen = hard_negative_mining(ranking, labels, self.neg_pos_ratio)  # (B, P)
+        img, prior = chosen.nonzero(as_tuple=True)
+        conf_loss = F.cross_entropy(
+            conf_pred[img, prior].float(), labels[img, prior], reduction="sum"
+        )
+        return self.alpha * loc_loss / num_pos, conf_loss / num_pos
+
+    def extra_repr(self) -> str:
+        return f"neg_pos_ratio={self.neg_pos_ratio}, alpha={self.alpha}"

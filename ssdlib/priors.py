@@ -1,0 +1,265 @@
+"""Default boxes (SSD §2.2, "Choosing scales and aspect ratios for default boxes").
+
+SSD tiles every source feature map with a fixed set of boxes per cell. Layer ``k`` of ``m`` has
+scale ``s_k`` (a fraction of the image side); each cell gets
+
+* a square of side ``s_k``,
+* a square of side ``s'_k = sqrt(s_k · s_{k+1})``, "for the aspect ratio of 1", and
+* for every aspect ratio ``a`` of the layer, the pair ``(w, h) = (s_k·√a, s_k/√a)`` and its
+  transpose ``(s_k/√a, s_k·√a)`` (the 1/a box).
+
+Box centres sit at ``((i + 0.5) · step / image_size, (j + 0.5) · step / image_size)``: the released
+code uses the layer's stride ("step") instead of ``1 / |f_k|``, so that a 38×38 map on a 300-pixel
+image has centres every 8 pixels.
+
+Order (the network's heads produce their outputs in the same order): layer, then cell row-major
+(y, then x), then box within the cell as listed above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .boxes import cxcywh_to_xyxy
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Where the default boxes go: one entry per source feature map (a "layer").
+
+    Sizes are in pixels of the network input, as in the released configuration files;
+    ``scales`` gives them as fractions of the image.
+    """
+
+    image_size: int  # side of the (square) network input, pixels
+    feature_maps: tuple[int, ...]  # side of each source map: 38 means a 38×38 grid of cells
+    steps: tuple[float, ...] | None  # stride of each map in input pixels; None: image / map side
+    min_sizes: tuple[float, ...]  # s_k · image_size: side of the small square box, per layer
+    max_sizes: tuple[float, ...]  # s_{k+1} · image_size: gives the extra square sqrt(min · max)
+    aspect_ratios: tuple[tuple[float, ...], ...]  # per layer: each a adds the boxes a and 1/a
+    clip: bool = False  # clamp box w, h to [0, 1] (torchvision's ssd300_vgg16 does)
+    name: str = field(default="custom", compare=False)  # a label for the repr only
+
+    def __post_init__(self) -> None:
+        m = len(self.feature_maps)
+        lengths = {
+            "min_sizes": len(self.min_sizes),
+            "max_sizes": len(self.max_sizes),
+            "aspect_ratios": len(self.aspect_ratios),
+        }
+        if self.steps is not None:
+            lengths["steps"] = len(self.steps)
+        wrong = {k: v for k, v in lengths.items() if v != m}
+        if m == 0 or wrong:
+            raise ValueError(
+                f"every per-layer field needs one entry per feature map ({m}); "
+                f"got {wrong or lengths}"
+            )
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        for k, (f, lo, hi) in enumerate(
+            zip(self.feature_maps, self.min_sizes, self.max_sizes, strict=True)
+        ):
+            if f <= 0:
+                raise ValueError(f"feature map {k} has side {f}; sides must be positive")
+            if not 0 < lo <= hi:
+                raise ValueError(f"layer {k}: need 0 < min_size <= max_size, got {lo}, {hi}")
+        for k, ratios in enumerate(self.aspect_ratios):
+            for a in ratios:
+                if a <= 1:
+                    raise ValueError(
+                        f"layer {k}: aspect ratio {a} must be > 1 (each a also adds 1/a; "
+                        "the ratio 1 is always there)"
+                    )
+
+    # -- what a bare notebook cell shows -------------------------------------------------------
+    @property
+    def boxes_per_cell(self) -> list[int]:
+        """2 squares + 2 boxes per aspect ratio, per layer: ``[4, 6, 6, 6, 4, 4]`` for SSD300."""
+        return [2 + 2 * len(r) for r in self.aspect_ratios]
+
+    @property
+    def boxes_per_map(self) -> list[int]:
+        return [f * f * a for f, a in zip(self.feature_maps, self.boxes_per_cell, strict=True)]
+
+    @property
+    def num_priors(self) -> int:
+        return sum(self.boxes_per_map)
+
+    @property
+    def scales(self) -> list[float]:
+        """``s_1 … s_m`` followed by ``s_{m+1}``: the box scales as fractions of the image."""
+        return [s / self.image_size for s in self.min_sizes] + [
+            self.max_sizes[-1] / self.image_size
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"PriorConfig(name={self.name!r}, image={self.image_size}, "
+            f"fmaps={list(self.feature_maps)}, per_cell={self.boxes_per_cell}, "
+            f"total={self.num_priors})"
+        )
+
+
+def linear_scales(s_min: float, s_max: float, m: int) -> list[float]:
+    """The paper's scale formula: ``s_k = s_min + (s_max - s_min) / (m - 1) · (k - 1)``, k = 1..m.
+
+    "the lowest layer has a scale of 0.2 and the highest layer has a scale of 0.9, and all
+    layers in between are regularly spaced" (SSD §2.2).
+    """
+    if m < 1:
+        raise ValueError(f"need at least one layer, got m={m}")
+    if not 0 < s_min <= s_max:
+        raise ValueError(f"need 0 < s_min <= s_max, got s_min={s_min}, s_max={s_max}")
+    if m == 1:
+        return [s_min]
+    step = (s_max - s_min) / (m - 1)
+    return [s_min + step * k for k in range(m)]
+
+
+def config_from_scales(
+    s_min: float,
+    s_max: float,
+    aspect_ratios: Sequence[Sequence[float]],
+    feature_maps: Sequence[int],
+    image_size: int,
+    steps: Sequence[float] | None = None,
+    clip: bool = False,
+    name: str = "paper",
+) -> PriorConfig:
+    """A :class:`PriorConfig` built the way §2.2 describes it, from ``(s_min, s_max)``.
+
+    The layers get ``linear_scales(s_min, s_max, m)``. The extra square of the last layer needs
+    ``s_{m+1}``, which the paper leaves open; we continue the line one more step (0.9 -> 1.04,
+    close to the 1.05 of the released SSD300).
+
+    Args:
+        s_min, s_max: scales of the first and last layer, fractions of the image side.
+        aspect_ratios: per layer, the ratios a > 1 whose a and 1/a boxes are added.
+        feature_maps: side of each source map.
+        image_size: network input side in pixels.
+        steps: stride of each map in pixels; None places centres at (i + 0.5) / f.
+        clip: clamp box sizes to the image.
+
+    Returns:
+        The configuration; ``default_boxes(cfg)`` makes its boxes.
+    """
+    m = len(feature_maps)
+    scales = linear_scales(s_min, s_max, m)
+    step = scales[1] - scales[0] if m > 1 else 0.0
+    next_scales = [*scales[1:], scales[-1] + step if m > 1 else 1.0]
+    return PriorConfig(
+        image_size=image_size,
+        feature_maps=tuple(feature_maps),
+        steps=tuple(steps) if steps is not None else None,
+        min_sizes=tuple(s * image_size for s in scales),
+        max_sizes=tuple(s * image_size for s in next_scales),
+        aspect_ratios=tuple(tuple(r) for r in aspect_ratios),
+        clip=clip,
+        name=name,
+    )
+
+
+# The released SSD300 (weiliu89/caffe, ssd_pascal.py): conv4_3 gets scale 0.1, the other five
+# layers run from 0.2 to 0.9 in steps of 17% of the image (the paper's formula, rounded).
+SSD300_VOC = PriorConfig(
+    image_size=300,
+    feature_maps=(38, 19, 10, 5, 3, 1),
+    steps=(8, 16, 32, 64, 100, 300),
+    min_sizes=(30, 60, 111, 162, 213, 264),
+    max_sizes=(60, 111, 162, 213, 264, 315),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    clip=False,
+    name="SSD300_VOC",
+)
+
+# COCO objects are smaller: conv4_3 starts at 0.07 and the rest at 0.15 (torchvision's
+# ssd300_vgg16 uses exactly these boxes, with the sizes clamped to the image).
+SSD300_COCO = PriorConfig(
+    image_size=300,
+    feature_maps=(38, 19, 10, 5, 3, 1),
+    steps=(8, 16, 32, 64, 100, 300),
+    min_sizes=(21, 45, 99, 153, 207, 261),
+    max_sizes=(45, 99, 153, 207, 261, 315),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    clip=True,
+    name="SSD300_COCO",
+)
+
+# The released SSD512 for VOC: seven maps, conv4_3 at 0.07 and the rest from 0.15 to 0.9.
+SSD512_VOC = PriorConfig(
+    image_size=512,
+    feature_maps=(64, 32, 16, 8, 4, 2, 1),
+    steps=(8, 16, 32, 64, 128, 256, 512),
+    min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
+    max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    clip=False,
+    name="SSD512_VOC",
+)
+
+
+def cell_box_sizes(cfg: PriorConfig, layer: int) -> Tensor:
+    """The ``(A, 2)`` widths and heights (fractions of the image) of one cell of ``layer``.
+
+    Order: square s_k, square sqrt(s_k·s_{k+1}), then (a, 1/a) for every aspect ratio a.
+    """
+    if not 0 <= layer < len(cfg.feature_maps):
+        raise ValueError(f"layer must be in [0, {len(cfg.feature_maps)}), got {layer}")
+    s_k = cfg.min_sizes[layer] / cfg.image_size
+    s_extra = math.sqrt(cfg.min_sizes[layer] * cfg.max_sizes[layer]) / cfg.image_size
+    sizes = [(s_k, s_k), (s_extra, s_extra)]
+    for a in cfg.aspect_ratios[layer]:
+        r = math.sqrt(a)
+        sizes += [(s_k * r, s_k / r), (s_k / r, s_k * r)]
+    wh = torch.tensor(sizes, dtype=torch.float64)
+    return wh.clamp(0, 1) if cfg.clip else wh
+
+
+def default_boxes(
+    cfg: PriorConfig, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
+    """Every default box of ``cfg``: ``(P, 4)`` cxcywh, normalised to [0, 1].
+
+    Computed in float64 and then cast, so the boxes do not depend on the device.
+    """
+    per_layer = []
+    for k, f in enumerate(cfg.feature_maps):
+        step = cfg.steps[k] if cfg.steps is not None else cfg.image_size / f
+        centres_1d = (torch.arange(f, dtype=torch.float64) + 0.5) * step / cfg.image_size
+        cy, cx = torch.meshgrid(centres_1d, centres_1d, indexing="ij")  # (f, f) each, y first
+        centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2)  # (f*f, 1, 2) row-major
+        wh = cell_box_sizes(cfg, k)  # (A, 2)
+        a = wh.shape[0]
+        boxes = torch.cat([centres.expand(-1, a, 2), wh.expand(f * f, a, 2)], dim=-1)
+        per_layer.append(boxes.reshape(-1, 4))  # (f*f*A, 4)
+    return torch.cat(per_layer).to(dtype=dtype, device=device)
+
+
+def layer_of_prior(cfg: PriorConfig) -> Tensor:
+    """``(P,)`` long: the source layer each default box belongs to (for per-layer plots)."""
+    return torch.repeat_interleave(
+        torch.arange(len(cfg.feature_maps)), torch.tensor(cfg.boxes_per_map)
+    )
+
+
+def prior_index(cfg: PriorConfig, layer: int, row: int, col: int) -> slice:
+    """The slice of ``default_boxes(cfg)`` that holds the boxes of one cell."""
+    if not 0 <= layer < len(cfg.feature_maps):
+        raise ValueError(f"layer must be in [0, {len(cfg.feature_maps)}), got {layer}")
+    f = cfg.feature_maps[layer]
+    if not (0 <= row < f and 0 <= col < f):
+        raise ValueError(f"cell ({row}, {col}) is outside layer {layer}'s {f}×{f} map")
+    a = cfg.boxes_per_cell[layer]
+    start = sum(cfg.boxes_per_map[:layer]) + (row * f + col) * a
+    return slice(start, start + a)
+
+
+def default_boxes_xyxy(cfg: PriorConfig, **kwargs) -> Tensor:
+    """:func:`default_boxes` in xyxy, normalised (may reach outside [0, 1] at the borders)."""
+    return cxcywh_to_xyxy(default_boxes(cfg, **kwargs))

@@ -1,0 +1,121 @@
+"""MultiBoxLoss and hard negative mining against torchvision's SSD.compute_loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection import ssd300_vgg16
+
+from ssdlib.boxes import cxcywh_to_xyxy
+from ssdlib.loss import MultiBoxLoss, hard_negative_mining
+from ssdlib.matching import assign_targets, match
+from ssdlib.priors import SSD300_COCO, default_boxes
+
+
+def test_mining_by_hand():
+    conf_loss = torch.tensor([[0.1, 5.0, 0.3, 4.0, 0.2, 3.0, 9.0, 0.0]])
+    labels = torch.tensor([[0, 0, 0, 0, 0, 0, 2, 0]])  # one positive (loss 9.0, box 6)
+    chosen = hard_negative_mining(conf_loss, labels, neg_pos_ratio=3)
+    # the positive and the three hardest negatives (5.0, 4.0, 3.0)
+    assert chosen.tolist() == [[False, True, False, True, False, True, True, False]]
+
+
+def test_mining_takes_all_negatives_when_there_are_few():
+    labels = torch.tensor([[1, 1, 0, 2]])
+    chosen = hard_negative_mining(torch.rand(1, 4), labels, neg_pos_ratio=3)
+    assert chosen.all()
+
+
+def test_image_without_objects_mines_nothing():
+    chosen = hard_negative_mining(torch.rand(2, 10), torch.zeros(2, 10, dtype=torch.long))
+    assert not chosen.any()
+
+
+def test_mining_is_per_image():
+    labels = torch.zeros(2, 10, dtype=torch.long)
+    labels[0, 0] = 1
+    chosen = hard_negative_mining(torch.rand(2, 10), labels, neg_pos_ratio=2)
+    assert chosen.sum(dim=1).tolist() == [3, 0]
+
+
+def make_batch(device, b=4, generator=None):
+    generator = generator or torch.Generator().manual_seed(0)
+    gts, labels = [], []
+    for n in [3, 0, 5, 1][:b]:
+        xy = torch.rand(n, 2, generator=generator) * 0.6
+        wh = torch.rand(n, 2, generator=generator) * 0.35 + 0.05
+        gts.append(torch.cat([xy, xy + wh], 1).to(device))
+        labels.append(torch.randint(1, 91, (n,), generator=generator).to(device))
+    return gts, labels
+
+
+def test_loss_equals_torchvision_compute_loss(device):
+    model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=91)
+    priors = default_boxes(SSD300_COCO, device=device)
+    anchors = cxcywh_to_xyxy(priors) * 300
+    gts, labels = make_batch(device)
+    b, p = len(gts), priors.shape[0]
+    loc = torch.randn(b, p, 4, device=device)
+    conf = torch.randn(b, p, 91, device=device)
+    # torchvision's loss on the same matches (its matcher breaks exact ties its own way; see
+    # test_matching for the matcher itself).
+    matched = [match(g, priors) for g in gts]
+    targets = [{"boxes": g * 300, "labels": lab} for g, lab in zip(gts, labels, strict=True)]
+    theirs = model.compute_loss(
+        targets, {"bbox_regression": loc, "cls_logits": conf}, [anchors] * b, matched
+    )
+    loc_t, lab_t = assign_targets(gts, labels, priors)
+    loc_loss, conf_loss = MultiBoxLoss()(loc, conf, loc_t, lab_t)
+    torch.testing.assert_close(loc_loss, theirs["bbox_regression"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conf_loss, theirs["classification"], rtol=1e-4, atol=1e-4)
+
+
+def test_loss_equals_dense_reference_and_its_gradients():
+    """The sparse implementation equals the obvious dense one, gradients included."""
+    priors = default_boxes(SSD300_COCO)
+    gts, labels = make_batch("cpu")
+    loc_t, lab_t = assign_targets(gts, labels, priors)
+    loc = torch.randn(4, priors.shape[0], 4, requires_grad=True)
+    conf = torch.randn(4, priors.shape[0], 91, requires_grad=True)
+    loc_loss, conf_loss = MultiBoxLoss()(loc, conf, loc_t, lab_t)
+    (loc_loss + conf_loss).backward()
+    grads = loc.grad.clone(), conf.grad.clone()
+    loc.grad, conf.grad = None, None
+
+    pos = lab_t > 0
+    n = pos.sum()
+    ref_loc = (F.smooth_l1_loss(loc, loc_t, reduction="none").sum(-1) * pos).sum() / n
+    ce = F.cross_entropy(conf.reshape(-1, 91), lab_t.reshape(-1), reduction="none")
+    ce = ce.reshape(lab_t.shape)
+    ref_conf = (ce * hard_negative_mining(ce.detach(), lab_t)).sum() / n
+    (ref_loc + ref_conf).backward()
+    torch.testing.assert_close(loc_loss, ref_loc)
+    torch.testing.assert_close(conf_loss, ref_conf)
+    torch.testing.assert_close(grads[0], loc.grad)
+    torch.testing.assert_close(grads[1], conf.grad)
+
+
+def test_batch_without_objects_gives_zero_localisation_loss(device):
+    priors = default_boxes(SSD300_COCO, device=device)
+    empty = [torch.zeros(0, 4, device=device)] * 2
+    loc_t, lab_t = assign_targets(
+        empty, [torch.zeros(0, dtype=torch.long, device=device)] * 2, priors
+    )
+    loc = torch.randn(2, priors.shape[0], 4, device=device, requires_grad=True)
+    conf = torch.randn(2, priors.shape[0], 91, device=device, requires_grad=True)
+    loc_loss, conf_loss = MultiBoxLoss()(loc, conf, loc_t, lab_t)
+    assert loc_loss.item() == 0 and conf_loss.item() == 0
+    (loc_loss + conf_loss).backward()  # no nan from a division by zero
+    assert torch.isfinite(loc.grad).all()
+
+
+def test_loss_rejects_mismatched_shapes():
+    crit = MultiBoxLoss()
+    with pytest.raises(ValueError, match=r"conf_pred of shape \(B, P, K\)"):
+        crit(
+            torch.zeros(2, 5, 4),
+            torch.zeros(2, 6, 3),
+            torch.zeros(2, 5, 4),
+            torch.zeros(2, 5).long(),
+        )
+    with pytest.raises(ValueError, match="dtype long"):
+        crit(torch.zeros(2, 5, 4), torch.zeros(2, 5, 3), torch.zeros(2, 5, 4), torch.zeros(2, 5))
