@@ -84,7 +84,12 @@ class MultiBoxLoss(nn.Module):
         self.alpha = alpha  # weight of the localisation term; "set to 1 by cross validation"
 
     def forward(
-        self, loc_pred: Tensor, conf_pred: Tensor, loc_targets: Tensor, labels: Tensor
+        self,
+        loc_pred: Tensor,
+        conf_pred: Tensor,
+        loc_targets: Tensor,
+        labels: Tensor,
+        normalizer: Tensor | float | None = None,
     ) -> tuple[Tensor, Tensor]:
         """
         Args:
@@ -92,6 +97,9 @@ class MultiBoxLoss(nn.Module):
             conf_pred: ``(B, P, K)`` class logits.
             loc_targets: ``(B, P, 4)`` target offsets (from ``assign_targets``).
             labels: ``(B, P)`` long, 0 = background.
+            normalizer: divide by this instead of this batch's number of positives. Data-parallel
+                training passes (positives over all processes) / (number of processes), so that
+                the averaged gradients equal those of one process with the whole batch.
 
         Returns:
             ``(loc_loss, conf_loss)``, scalars: ``alpha · L_loc / N`` and ``L_conf / N``.
@@ -110,7 +118,8 @@ class MultiBoxLoss(nn.Module):
             )
         _check_labels(labels, loc_pred.shape[1])
         positive = labels > 0  # (B, P)
-        num_pos = positive.sum().clamp(min=1).to(torch.float32)  # N (1 when there are none)
+        if normalizer is None:
+            normalizer = positive.sum().clamp(min=1).to(torch.float32)  # N (1 when there are none)
 
         # Smooth L1 over the positives only.
         img, prior = positive.nonzero(as_tuple=True)  # (N_pos,) each
@@ -130,7 +139,7 @@ class MultiBoxLoss(nn.Module):
         conf_loss = F.cross_entropy(
             conf_pred[img, prior].float(), labels[img, prior], reduction="sum"
         )
-        return self.alpha * loc_loss / num_pos, conf_loss / num_pos
+        return self.alpha * loc_loss / normalizer, conf_loss / normalizer
 
     def extra_repr(self) -> str:
         return f"neg_pos_ratio={self.neg_pos_ratio}, alpha={self.alpha}"
