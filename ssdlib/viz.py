@@ -1,0 +1,980 @@
+"""Figures for the notebooks, in the order of the paper: feature maps (SSD §2.1), default boxes
+and matching (§2.2), the box encoding (eq. 2), non-maximum suppression (§3).
+
+Every plotting function is pure: it takes data (tensors, a :class:`~ssdlib.priors.PriorConfig`)
+and an optional matplotlib ``Axes``, draws, and returns the figure or the axes. Nothing here
+keeps state; the widgets in :mod:`ssdlib.widgets` are thin shells around these functions.
+
+One convention throughout: images are shown on the unit square, so every box is **xyxy
+normalised to [0, 1]** of the image, the same numbers ``ssdlib`` computes with. Images are
+``(3, H, W)`` tensors in [0, 1] (what the datasets return) or ``(H, W, 3)`` arrays.
+
+The last section, *Analysis*, holds the small computations that only the figures need:
+coverage of ground truth by default boxes, k-means of box shapes with an IoU distance,
+receptive fields, and synthetic detections for the NMS lesson.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, Rectangle
+from torch import Tensor
+
+from .boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
+from .matching import IOU_THRESHOLD
+from .nms import NMSStep
+from .priors import PriorConfig, default_boxes, layer_of_prior, prior_index
+
+PALETTE = plt.get_cmap("tab10").colors  # one colour per object or layer, cycling after ten
+GT_COLOR = "#00e5ff"  # ground truth: a cyan that stands out on photos and on the tab10 colours
+PANEL_INCHES = 3.2  # side of one image panel; six of them fit a notebook's width in two rows
+GRID_ALPHA = 0.35  # cell grid lines: visible, but quieter than the boxes drawn over them
+MAX_GRID_LINES = 40  # finer grids than this only darken the photo; draw every other line
+
+
+def _color(i: int) -> tuple[float, float, float]:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (4.5, 4.5)) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _panels(n: int, ncols: int | None = None, size: float = PANEL_INCHES) -> tuple[Figure, list]:
+    """A figure with ``n`` image panels in a grid; the unused ones are hidden."""
+    ncols = ncols or min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows), layout="constrained", squeeze=False
+    )
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _as_boxes(boxes: Tensor | Sequence, name: str = "boxes") -> Tensor:
+    t = torch.as_tensor(boxes, dtype=torch.float32).detach().cpu()
+    if t.numel() == 0:
+        return t.reshape(0, 4)
+    if t.dim() == 1:
+        t = t[None]
+    if t.dim() != 2 or t.shape[1] != 4:
+        raise ValueError(f"expected {name} of shape (N, 4) xyxy, got {tuple(t.shape)}")
+    return t
+
+
+def image_to_numpy(image: Tensor | np.ndarray) -> np.ndarray:
+    """A ``(3, H, W)`` tensor in [0, 1] or an ``(H, W, 3)`` array -> ``(H, W, 3)`` float array."""
+    if isinstance(image, Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"expected an image tensor of shape (3, H, W), got {tuple(image.shape)}"
+            )
+        array = image.detach().cpu().float().permute(1, 2, 0).numpy()
+    else:
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"expected an image array of shape (H, W, 3), got {array.shape}")
+        if array.dtype == np.uint8:
+            array = array / 255.0
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def show_image(
+    image: Tensor | np.ndarray, ax: Axes | None = None, title: str | None = None
+) -> Axes:
+    """Show an image on the unit square, so that normalised xyxy boxes draw in place.
+
+    The axes keep the photo's own proportions (a 300×451 photo stays wide) while the data
+    coordinates run over [0, 1] on both sides, y pointing down as in image coordinates.
+    """
+    array = image_to_numpy(image)
+    ax = _new_axes(ax)
+    h, w = array.shape[:2]
+    ax.imshow(array, extent=(0, 1, 1, 0), interpolation="antialiased")
+    ax.set_aspect(h / w)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def draw_boxes(
+    ax: Axes,
+    boxes: Tensor | Sequence,
+    color: str | Sequence | None = None,
+    labels: Sequence[str] | None = None,
+    linewidth: float = 1.5,
+    linestyle: str = "-",
+    alpha: float = 1.0,
+) -> list[Rectangle]:
+    """Draw boxes on ``ax``.
+
+    Args:
+        ax: axes set up by :func:`show_image` (or any axes in the same units as the boxes).
+        boxes: ``(N, 4)`` xyxy, normalised.
+        color: one colour for all, or one per box; None gives each box its own palette colour.
+        labels: optional text per box, written at its top-left corner.
+
+    Returns:
+        The ``N`` rectangles added (tests and widgets read their geometry back).
+    """
+    boxes = _as_boxes(boxes)
+    if labels is not None and len(labels) != len(boxes):
+        raise ValueError(f"got {len(labels)} labels for {len(boxes)} boxes")
+    patches = []
+    for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        if color is None:
+            c = _color(i)
+        elif isinstance(color, str) or (len(color) in (3, 4) and np.isscalar(color[0])):
+            c = color
+        else:
+            c = color[i]
+        rect = Rectangle(
+            (x1, y1),
+            x2 - x1,
+            y2 - y1,
+            fill=False,
+            edgecolor=c,
+            linewidth=linewidth,
+            linestyle=linestyle,
+            alpha=alpha,
+        )
+        ax.add_patch(rect)
+        patches.append(rect)
+        if labels is not None and labels[i]:
+            ax.text(
+                x1,
+                y1,
+                labels[i],
+                color="white",
+                fontsize=8,
+                va="bottom",
+                ha="left",
+                bbox={"facecolor": c, "alpha": 0.8, "pad": 1, "linewidth": 0},
+            )
+    return patches
+
+
+def draw_grid(ax: Axes, cfg: PriorConfig, layer: int, color: str = "white") -> None:
+    """The cell grid of one source map: lines every ``step`` pixels of the network input."""
+    f = cfg.feature_maps[layer]
+    step = (cfg.steps[layer] if cfg.steps is not None else cfg.image_size / f) / cfg.image_size
+    every = 2 if f > MAX_GRID_LINES else 1
+    for i in range(0, f + 1, every):
+        ax.axhline(min(i * step, 1.0), color=color, linewidth=0.5, alpha=GRID_ALPHA)
+        ax.axvline(min(i * step, 1.0), color=color, linewidth=0.5, alpha=GRID_ALPHA)
+
+
+# -- §2.1 Multi-scale feature maps ---------------------------------------------------------------
+
+
+def plot_feature_map(
+    image: Tensor | np.ndarray,
+    fmap: Tensor,
+    ax: Axes | None = None,
+    title: str | None = None,
+    alpha: float = 0.6,
+    cmap: str = "magma",
+) -> Axes:
+    """One channel (or a channel summary) of a feature map, stretched over the photo.
+
+    Args:
+        fmap: ``(H', W')`` activations; each cell is drawn as a square over the image region it
+            comes from. Values are min-max scaled to [0, 1] for display (only the pattern shows,
+            not the magnitude).
+    """
+    fmap = torch.as_tensor(fmap).detach().cpu().float()
+    if fmap.dim() != 2:
+        raise ValueError(f"expected a feature map of shape (H, W), got {tuple(fmap.shape)}")
+    ax = show_image(image, ax=ax, title=title)
+    lo, hi = fmap.min(), fmap.max()
+    scaled = (fmap - lo) / (hi - lo) if hi > lo else torch.zeros_like(fmap)
+    ax.imshow(
+        scaled.numpy(),
+        extent=(0, 1, 1, 0),
+        cmap=cmap,
+        alpha=alpha,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+    ax.set_aspect(ax.get_aspect())
+    return ax
+
+
+def plot_source_maps(
+    image: Tensor | np.ndarray,
+    fmaps: Sequence[Tensor],
+    names: Sequence[str] | None = None,
+    ncols: int = 3,
+) -> Figure:
+    """Every source map of one image: the L2 norm over channels of each ``(C, H', W')`` map.
+
+    The channel norm is a summary that needs no choice of channel: bright cells are where the
+    layer responds strongly to anything at all.
+    """
+    names = names or [f"map {k}" for k in range(len(fmaps))]
+    if len(names) != len(fmaps):
+        raise ValueError(f"got {len(names)} names for {len(fmaps)} feature maps")
+    fig, axes = _panels(len(fmaps), ncols)
+    for ax, fmap, name in zip(axes, fmaps, names, strict=True):
+        fmap = torch.as_tensor(fmap).detach()
+        if fmap.dim() == 4 and fmap.shape[0] == 1:
+            fmap = fmap[0]
+        if fmap.dim() != 3:
+            raise ValueError(f"{name}: expected a map of shape (C, H, W), got {tuple(fmap.shape)}")
+        c, h, w = fmap.shape
+        plot_feature_map(image, fmap.norm(dim=0), ax=ax, title=f"{name}: {c}×{h}×{w}")
+    return fig
+
+
+def plot_receptive_fields(
+    image: Tensor | np.ndarray,
+    table: Sequence[LayerGeometry],
+    centre: tuple[float, float] = (0.5, 0.5),
+    ncols: int = 3,
+) -> Figure:
+    """For each source map, three squares around one point of the image: the cell (stride), the
+    default box of scale ``s_k``, and the theoretical receptive field (the input pixels that can
+    reach one cell; it is clipped by the image border).
+    """
+    fig, axes = _panels(len(table), ncols)
+    cx, cy = centre
+    for ax, row in zip(axes, table, strict=True):
+        show_image(image, ax=ax, title=f"{row.name} ({row.size}×{row.size})")
+        for side, color, style, label in (
+            (row.receptive_field, "white", ":", "receptive field"),
+            (row.box_scale, GT_COLOR, "-", "default box $s_k$"),
+            (row.stride, "#ffb000", "-", "one cell"),
+        ):
+            half = side / row.image_size / 2
+            draw_boxes(
+                ax,
+                [[cx - half, cy - half, cx + half, cy + half]],
+                color=color,
+                linestyle=style,
+                linewidth=1.8,
+            )
+            ax.plot([], [], color=color, linestyle=style, label=label)
+    axes[0].legend(loc="lower left", fontsize=7, framealpha=0.8)
+    return fig
+
+
+# -- §2.2 Default boxes ---------------------------------------------------------------------------
+
+
+def plot_cell_boxes(
+    image: Tensor | np.ndarray,
+    cfg: PriorConfig,
+    layer: int,
+    row: int,
+    col: int,
+    ax: Axes | None = None,
+    gt_boxes: Tensor | None = None,
+    grid: bool = True,
+    title: str | None = None,
+) -> Axes:
+    """The default boxes of one cell of one layer, over the photo and the layer's grid.
+
+    Args:
+        cfg: the default-box configuration.
+        layer, row, col: which cell (row-major, as :func:`ssdlib.priors.prior_index`).
+        gt_boxes: optional ``(G, 4)`` xyxy normalised ground truth, drawn in cyan.
+    """
+    boxes = cxcywh_to_xyxy(default_boxes(cfg)[prior_index(cfg, layer, row, col)])  # (A, 4)
+    f = cfg.feature_maps[layer]
+    ax = show_image(image, ax=ax, title=title or f"layer {layer}: {f}×{f}, cell ({row}, {col})")
+    if grid:
+        draw_grid(ax, cfg, layer)
+    if gt_boxes is not None:
+        draw_boxes(ax, gt_boxes, color=GT_COLOR, linewidth=2.0)
+    draw_boxes(ax, boxes, linewidth=1.8)
+    centre = xyxy_to_cxcywh(boxes[:1])[0, :2].tolist()
+    ax.plot(*centre, marker="o", markersize=3, color="white")
+    # Boxes of the top and bottom layers reach outside the image: show all of them.
+    lo = min(0.0, float(boxes.min()))
+    hi = max(1.0, float(boxes.max()))
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(hi, lo)
+    return ax
+
+
+def plot_scales(
+    configs: Sequence[PriorConfig], ax: Axes | None = None, names: Sequence[str] | None = None
+) -> Axes:
+    """Scale ``s_k`` (side of the small square, fraction of the image) per layer, per config."""
+    ax = _new_axes(ax, figsize=(5, 3.2))
+    for i, cfg in enumerate(configs):
+        s = cfg.scales[:-1]
+        label = names[i] if names else cfg.name
+        ax.plot(range(1, len(s) + 1), s, marker="o", color=_color(i), label=label)
+    ax.set_xlabel("layer k")
+    ax.set_ylabel("scale $s_k$ (fraction of image side)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_coverage(
+    report: CoverageReport,
+    ax: Axes | None = None,
+    scales: Sequence[float] | None = None,
+    label: str | None = None,
+    color: str | tuple | None = None,
+) -> Axes:
+    """Share of objects whose best default box has IoU >= the threshold, by object size.
+
+    Args:
+        report: from :func:`default_box_coverage`.
+        scales: optional ``s_k`` per layer, marked on the size axis (where a layer's boxes sit).
+    """
+    ax = _new_axes(ax, figsize=(5, 3.2))
+    edges = report.bin_edges
+    centres = (edges[:-1] + edges[1:]) / 2
+    widths = edges[1:] - edges[:-1]
+    ax.bar(
+        centres,
+        report.coverage_per_bin.nan_to_num(0).numpy(),
+        width=widths * 0.9,
+        color=color or _color(0),
+        alpha=0.75,
+        label=label,
+    )
+    for x, n in zip(centres.tolist(), report.count_per_bin.tolist(), strict=True):
+        if n:
+            ax.text(x, 1.02, str(n), ha="center", fontsize=7, color="0.4")
+    for k, s in enumerate(scales or []):
+        ax.axvline(s, color="0.3", linestyle=":", linewidth=1)
+        ax.text(
+            s, -0.08, f"$s_{k + 1}$", ha="center", fontsize=8, transform=ax.get_xaxis_transform()
+        )
+    ax.set_xlim(0, float(edges[-1]))
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("object size √(w·h), fraction of image side")
+    ax.set_ylabel(f"share with a box at IoU ≥ {report.threshold:g}")
+    ax.set_title(
+        f"coverage {report.coverage:.0%} of {report.num_objects} objects (count on top)", fontsize=9
+    )
+    return ax
+
+
+def plot_default_box_explorer(
+    image: Tensor | np.ndarray,
+    cfg: PriorConfig,
+    layer: int,
+    point: tuple[float, float],
+    gt_boxes: Tensor | None = None,
+    objects: Tensor | None = None,
+    threshold: float = IOU_THRESHOLD,
+) -> tuple[Figure, CoverageReport]:
+    """The default-box explorer's figure: the boxes of the cell under ``point`` on ``layer``
+    (left) and the coverage of ``objects`` by all of ``cfg``'s boxes, by size (right).
+
+    Args:
+        point: ``(x, y)`` normalised; the cell of ``layer`` that contains it is drawn.
+        gt_boxes: ``(G, 4)`` xyxy normalised ground truth of ``image``.
+        objects: ``(N, 4)`` xyxy normalised boxes to measure coverage on (default: ``gt_boxes``).
+
+    Returns:
+        The figure and the :class:`CoverageReport` it shows.
+    """
+    objects = objects if objects is not None else gt_boxes
+    if objects is None:
+        raise ValueError("need objects (or gt_boxes) to measure the coverage on")
+    report = default_box_coverage(objects, cfg, threshold=threshold)
+    row, col = point_to_cell(cfg, layer, *point)
+    fig, (ax_img, ax_cov) = plt.subplots(
+        1, 2, figsize=(9.5, 4.2), layout="constrained", width_ratios=(1, 1.15)
+    )
+    plot_cell_boxes(image, cfg, layer, row, col, ax=ax_img, gt_boxes=gt_boxes)
+    plot_coverage(report, ax=ax_cov, scales=cfg.scales[:-1])
+    return fig, report
+
+
+def plot_box_shape_clusters(
+    gt_wh: Tensor,
+    centroids: Tensor,
+    default_wh: Tensor | None = None,
+    assignment: Tensor | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Ground-truth box shapes ``(w, h)`` with k-means centroids and the hand-picked defaults.
+
+    Args:
+        gt_wh: ``(N, 2)`` widths and heights, fractions of the image.
+        centroids: ``(k, 2)`` cluster centres (from :func:`kmeans_box_shapes`).
+        default_wh: optional ``(A, 2)`` default box shapes to compare with.
+        assignment: optional ``(N,)`` cluster of each box, for colouring.
+    """
+    ax = _new_axes(ax, figsize=(4.8, 4.5))
+    gt_wh = torch.as_tensor(gt_wh).cpu()
+    colors = [_color(int(a)) for a in assignment] if assignment is not None else "0.5"
+    ax.scatter(gt_wh[:, 0], gt_wh[:, 1], s=6, c=colors, alpha=0.4, linewidths=0)
+    ax.scatter(
+        centroids[:, 0],
+        centroids[:, 1],
+        s=120,
+        marker="*",
+        c="black",
+        label=f"k-means centroids (k={len(centroids)})",
+    )
+    if default_wh is not None:
+        ax.scatter(
+            default_wh[:, 0],
+            default_wh[:, 1],
+            s=50,
+            marker="s",
+            facecolors="none",
+            edgecolors="crimson",
+            linewidths=1.5,
+            label="default box shapes",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("width (fraction of image)")
+    ax.set_ylabel("height (fraction of image)")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
+# -- §2.2 Matching strategy ------------------------------------------------------------------------
+
+
+def plot_iou_maps(
+    iou: Tensor, cfg: PriorConfig, names: Sequence[str] | None = None, ncols: int = 6
+) -> Figure:
+    """One object's IoU with every default box, as one heat map per layer.
+
+    Each cell shows the best IoU among its ``A`` boxes; the maps say on which layer, and where,
+    the object has default boxes that overlap it well.
+
+    Args:
+        iou: ``(P,)`` IoU of one ground-truth box with each of ``cfg``'s default boxes.
+    """
+    iou = torch.as_tensor(iou).detach().cpu()
+    if iou.shape != (cfg.num_priors,):
+        raise ValueError(f"expected iou of shape ({cfg.num_priors},), got {tuple(iou.shape)}")
+    m = len(cfg.feature_maps)
+    fig, axes = _panels(m, ncols=min(ncols, m), size=2.2)
+    for k, (ax, chunk) in enumerate(zip(axes, iou.split(cfg.boxes_per_map), strict=True)):
+        f, a = cfg.feature_maps[k], cfg.boxes_per_cell[k]
+        best = chunk.reshape(f, f, a).max(dim=2).values  # (f, f)
+        im = ax.imshow(best.numpy(), vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+        name = names[k] if names else f"layer {k}"
+        ax.set_title(f"{name} {f}×{f}\nbest {float(best.max()):.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.7, label="IoU")
+    return fig
+
+
+def plot_iou_matrix(
+    iou: Tensor,
+    ax: Axes | None = None,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    threshold: float = IOU_THRESHOLD,
+) -> Axes:
+    """A small IoU matrix with its values written in; cells at or above ``threshold`` in bold.
+
+    Args:
+        iou: ``(G, n)``: G ground-truth boxes against a handful ``n`` of default boxes.
+    """
+    iou = torch.as_tensor(iou).detach().cpu()
+    if iou.dim() != 2:
+        raise ValueError(f"expected an IoU matrix of shape (G, n), got {tuple(iou.shape)}")
+    g, n = iou.shape
+    ax = _new_axes(ax, figsize=(0.55 * n + 1.5, 0.5 * g + 1.2))
+    ax.imshow(iou.numpy(), vmin=0, vmax=1, cmap="Blues", aspect="auto")
+    for i in range(g):
+        for j in range(n):
+            v = float(iou[i, j])
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > 0.6 else "black",
+                fontweight="bold" if v >= threshold else "normal",
+            )
+    ax.set_yticks(range(g), row_labels or [f"object {i}" for i in range(g)], fontsize=8)
+    ax.set_xticks(range(n), col_labels or [str(j) for j in range(n)], fontsize=7, rotation=90)
+    ax.set_xlabel("default box")
+    return ax
+
+
+def plot_matches(
+    image: Tensor | np.ndarray,
+    priors: Tensor,
+    matched_gt: Tensor,
+    cfg: PriorConfig,
+    gt_boxes: Tensor | None = None,
+    forced: Tensor | None = None,
+    names: Sequence[str] | None = None,
+    ncols: int = 3,
+) -> Figure:
+    """The positives of one image, one panel per layer, coloured by the object they match.
+
+    Args:
+        priors: ``(P, 4)`` cxcywh default boxes of ``cfg``.
+        matched_gt: ``(P,)`` long, the matched object of each default box, -1 for background.
+        gt_boxes: ``(G, 4)`` xyxy normalised, drawn in cyan.
+        forced: ``(P,)`` bool, positives that only the forced best match made (drawn dashed).
+    """
+    matched_gt = torch.as_tensor(matched_gt).cpu()
+    if matched_gt.shape != priors.shape[:1]:
+        raise ValueError(
+            f"expected matched_gt of shape ({priors.shape[0]},), got {tuple(matched_gt.shape)}"
+        )
+    layer = layer_of_prior(cfg)
+    boxes = cxcywh_to_xyxy(priors.detach().cpu().float())
+    forced = torch.zeros_like(matched_gt, dtype=torch.bool) if forced is None else forced.cpu()
+    m = len(cfg.feature_maps)
+    fig, axes = _panels(m, ncols)
+    for k, ax in enumerate(axes):
+        f = cfg.feature_maps[k]
+        pos = ((layer == k) & (matched_gt >= 0)).nonzero().flatten()
+        name = names[k] if names else f"layer {k}"
+        show_image(image, ax=ax, title=f"{name} ({f}×{f}): {len(pos)} positives")
+        if gt_boxes is not None:
+            draw_boxes(ax, gt_boxes, color=GT_COLOR, linewidth=2.0)
+        for p in pos.tolist():
+            draw_boxes(
+                ax,
+                boxes[p],
+                color=_color(int(matched_gt[p]) + 1),
+                linewidth=1.2,
+                linestyle="--" if forced[p] else "-",
+            )
+    return fig
+
+
+def plot_positives(
+    image: Tensor | np.ndarray,
+    priors: Tensor,
+    matched_gt: Tensor,
+    cfg: PriorConfig,
+    gt_boxes: Tensor | None = None,
+    forced: Tensor | None = None,
+    obj: int | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """The positives of one object (or of all, ``obj=None``) in one panel, coloured by layer.
+
+    Args:
+        priors: ``(P, 4)`` cxcywh default boxes of ``cfg``.
+        matched_gt: ``(P,)`` long, the matched object of each default box, -1 for background.
+        gt_boxes: ``(G, 4)`` xyxy normalised, drawn in cyan (the chosen object thicker).
+        forced: ``(P,)`` bool, positives that only the forced best match made (drawn dashed).
+    """
+    matched_gt = torch.as_tensor(matched_gt).cpu()
+    if matched_gt.shape != priors.shape[:1]:
+        raise ValueError(
+            f"expected matched_gt of shape ({priors.shape[0]},), got {tuple(matched_gt.shape)}"
+        )
+    forced = torch.zeros_like(matched_gt, dtype=torch.bool) if forced is None else forced.cpu()
+    layer = layer_of_prior(cfg)
+    pos = (matched_gt >= 0) if obj is None else (matched_gt == obj)
+    boxes = cxcywh_to_xyxy(priors.detach().cpu().float())
+    ax = show_image(image, ax=ax)
+    if gt_boxes is not None:
+        widths = [3.0 if obj is None or i == obj else 1.0 for i in range(len(gt_boxes))]
+        for box, lw in zip(_as_boxes(gt_boxes), widths, strict=True):
+            draw_boxes(ax, box, color=GT_COLOR, linewidth=lw)
+    for k in range(len(cfg.feature_maps)):
+        idx = (pos & (layer == k)).nonzero().flatten().tolist()
+        for p in idx:
+            draw_boxes(
+                ax, boxes[p], color=_color(k), linewidth=1.2, linestyle="--" if forced[p] else "-"
+            )
+        f = cfg.feature_maps[k]
+        ax.plot([], [], color=_color(k), label=f"layer {k} ({f}×{f}): {len(idx)}")
+    ax.legend(loc="lower left", fontsize=7, framealpha=0.8, title="positives", title_fontsize=7)
+    return ax
+
+
+def plot_iou_histogram(
+    iou: Tensor, threshold: float = IOU_THRESHOLD, ax: Axes | None = None, floor: float = 0.05
+) -> Axes:
+    """Histogram of one object's IoU with every default box, with the matching threshold.
+
+    Args:
+        iou: ``(P,)`` IoU of one ground-truth box with each default box.
+        floor: boxes below this IoU (almost all of them) are left out and only counted.
+    """
+    iou = torch.as_tensor(iou).detach().cpu().float()
+    ax = _new_axes(ax, figsize=(5, 3.2))
+    shown = iou[iou >= floor]
+    ax.hist(shown.numpy(), bins=40, range=(floor, 1.0), color="0.55")
+    ax.hist(shown[shown >= threshold].numpy(), bins=40, range=(floor, 1.0), color=_color(2))
+    ax.axvline(threshold, color="crimson", linestyle="--")
+    n_above = int((iou >= threshold).sum())
+    ax.set_title(
+        f"{n_above} of {len(iou)} default boxes at IoU ≥ {threshold:.2f} "
+        f"(best {float(iou.max()):.2f}; {int((iou < floor).sum())} below {floor:g} not shown)",
+        fontsize=8,
+    )
+    ax.set_xlabel("IoU with the object")
+    ax.set_ylabel("default boxes")
+    return ax
+
+
+def plot_encoding(
+    image: Tensor | np.ndarray,
+    gt_box: Tensor,
+    prior: Tensor,
+    offsets: Tensor,
+    ax: Axes | None = None,
+) -> Axes:
+    """One default box, its matched ground truth, and the four numbers that move one onto the
+    other (SSD eq. 2).
+
+    Args:
+        gt_box: ``(4,)`` xyxy normalised.
+        prior: ``(4,)`` cxcywh.
+        offsets: ``(4,)`` (Δcx, Δcy, Δw, Δh), as :func:`ssdlib.boxes.encode` returns.
+    """
+    ax = show_image(image, ax=ax)
+    prior_xyxy = cxcywh_to_xyxy(torch.as_tensor(prior).float()[None])
+    draw_boxes(ax, prior_xyxy, color="#ffb000", linestyle="--", linewidth=2, labels=["default"])
+    draw_boxes(ax, gt_box, color=GT_COLOR, linewidth=2, labels=["ground truth"])
+    d = torch.as_tensor(prior).float().tolist()
+    g = xyxy_to_cxcywh(_as_boxes(gt_box))[0].tolist()
+    ax.add_patch(FancyArrowPatch(d[:2], g[:2], arrowstyle="-|>", mutation_scale=12, color="white"))
+    dx, dy, dw, dh = torch.as_tensor(offsets).tolist()
+    ax.set_title(f"Δcx={dx:.2f}  Δcy={dy:.2f}  Δw={dw:.2f}  Δh={dh:.2f}", fontsize=9)
+    return ax
+
+
+# -- §3 Non-maximum suppression -------------------------------------------------------------------
+
+
+def nms_state(num_boxes: int, steps: Sequence[NMSStep], upto: int) -> Tensor:
+    """Status of every box after the first ``upto`` NMS steps.
+
+    Returns:
+        ``(N,)`` long: 0 pending, 1 kept, 2 suppressed.
+    """
+    if not 0 <= upto <= len(steps):
+        raise ValueError(f"upto must be in [0, {len(steps)}], got {upto}")
+    state = torch.zeros(num_boxes, dtype=torch.long)
+    for step in steps[:upto]:
+        state[step.kept] = 1
+        state[step.suppressed] = 2
+    return state
+
+
+def plot_nms_step(
+    image: Tensor | np.ndarray,
+    boxes: Tensor,
+    scores: Tensor,
+    steps: Sequence[NMSStep],
+    step: int,
+    ax: Axes | None = None,
+) -> Axes:
+    """Greedy NMS after ``step`` iterations (0 = before the first).
+
+    Kept boxes are green with their score, the box kept in this iteration is thick, the boxes
+    it suppresses are red and dashed; earlier suppressed boxes fade; the rest, still to be
+    decided, are thin and white.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy normalised, for one class.
+        scores: ``(N,)``.
+        steps: from :func:`ssdlib.nms.nms_steps`.
+    """
+    boxes = _as_boxes(boxes)
+    state = nms_state(len(boxes), steps, step)
+    current = steps[step - 1] if step > 0 else None
+    ax = show_image(image, ax=ax)
+    for i, (box, s) in enumerate(zip(boxes, torch.as_tensor(scores).tolist(), strict=True)):
+        if current is not None and i in current.suppressed:
+            draw_boxes(ax, box, color="red", linestyle="--", linewidth=1.6)
+        elif current is not None and i == current.kept:
+            draw_boxes(ax, box, color="#00d000", linewidth=3.0, labels=[f"{s:.2f}"])
+        elif state[i] == 1:
+            draw_boxes(ax, box, color="#00d000", linewidth=1.8, labels=[f"{s:.2f}"])
+        elif state[i] == 2:
+            draw_boxes(ax, box, color="0.6", linestyle=":", linewidth=0.8, alpha=0.6)
+        else:
+            draw_boxes(ax, box, color="white", linewidth=0.8, alpha=0.8)
+    kept, gone = int((state == 1).sum()), int((state == 2).sum())
+    title = f"step {step}/{len(steps)}: {kept} kept, {gone} suppressed, "
+    title += f"{len(boxes) - kept - gone} pending"
+    if current is not None:
+        title += f"\nkeep box {current.kept}, remove {len(current.suppressed)}"
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_detections(
+    image: Tensor | np.ndarray,
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    class_names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Detections over the photo, coloured by class and labelled "name score".
+
+    Args:
+        boxes: ``(D, 4)`` xyxy normalised.
+        scores: ``(D,)``.
+        labels: ``(D,)`` long classes, 1..K-1 (0 is background and never a detection).
+        class_names: optional names indexed by class (index 0 = background).
+    """
+    boxes = _as_boxes(boxes)
+    scores, labels = torch.as_tensor(scores).tolist(), torch.as_tensor(labels).tolist()
+    if not len(boxes) == len(scores) == len(labels):
+        raise ValueError(f"got {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+    ax = show_image(image, ax=ax, title=title)
+    for box, s, c in zip(boxes, scores, labels, strict=True):
+        name = class_names[c] if class_names else str(c)
+        draw_boxes(ax, box, color=_color(c), labels=[f"{name} {s:.2f}"])
+    return ax
+
+
+# -- Analysis: small computations behind the figures -----------------------------------------------
+
+SIZE_BIN_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)  # object size √(w·h) as a
+# fraction of the image: finer at the small end, where default boxes leave the largest gaps.
+
+
+@dataclass
+class CoverageReport:
+    """How well a set of default boxes covers a set of ground-truth boxes."""
+
+    threshold: float  # IoU from which a default box counts as a match (0.5 in the paper)
+    best_iou: Tensor  # (N,) each object's best IoU with any default box
+    num_matches: Tensor  # (N,) long: default boxes with IoU >= threshold, per object
+    sizes: Tensor  # (N,) object size √(w·h), fraction of the image side
+    bin_edges: Tensor  # (S+1,) size bins
+    count_per_bin: Tensor  # (S,) long: objects per size bin
+    coverage_per_bin: Tensor  # (S,) share of a bin's objects with best IoU >= threshold (nan: none)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.best_iou)
+
+    @property
+    def coverage(self) -> float:
+        """Share of all objects whose best default box reaches the threshold."""
+        return float((self.best_iou >= self.threshold).float().mean()) if self.num_objects else 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"CoverageReport(objects={self.num_objects}, threshold={self.threshold:g}, "
+            f"coverage={self.coverage:.1%}, matches={int(self.num_matches.sum())})"
+        )
+
+
+def default_box_coverage(
+    objects: Tensor,
+    cfg_or_priors: PriorConfig | Tensor,
+    threshold: float = IOU_THRESHOLD,
+    bin_edges: Sequence[float] = SIZE_BIN_EDGES,
+) -> CoverageReport:
+    """For each object, its best IoU with any default box and how many boxes reach ``threshold``.
+
+    An object whose best IoU stays below the threshold still gets one positive in training (the
+    forced best match), but a poorly fitting one; coverage measures how often that happens.
+
+    Args:
+        objects: ``(N, 4)`` xyxy normalised ground truth (pooled over any number of images: the
+            default boxes are the same for every image).
+        cfg_or_priors: a :class:`PriorConfig`, or ``(P, 4)`` cxcywh default boxes.
+        threshold: IoU that counts as covered.
+        bin_edges: object-size bins for the per-size summary.
+    """
+    objects = _as_boxes(objects, "objects")
+    priors = (
+        default_boxes(cfg_or_priors) if isinstance(cfg_or_priors, PriorConfig) else cfg_or_priors
+    )
+    iou = box_iou(objects, cxcywh_to_xyxy(priors.float().cpu()))  # (N, P)
+    best = iou.max(dim=1).values if len(objects) else torch.zeros(0)
+    num = (iou >= threshold).sum(dim=1)
+    wh = (objects[:, 2:] - objects[:, :2]).clamp(min=0)
+    sizes = (wh[:, 0] * wh[:, 1]).sqrt()
+    edges = torch.tensor(bin_edges, dtype=torch.float32)
+    which = torch.bucketize(sizes.clamp(max=float(edges[-1])), edges[1:-1], right=True)  # (N,)
+    s = len(edges) - 1
+    counts = torch.bincount(which, minlength=s)
+    hits = torch.bincount(which, weights=(best >= threshold).float(), minlength=s)
+    per_bin = torch.where(counts > 0, hits / counts.clamp(min=1), torch.full((s,), math.nan))
+    return CoverageReport(threshold, best, num, sizes, edges, counts, per_bin)
+
+
+def point_to_cell(cfg: PriorConfig, layer: int, x: float, y: float) -> tuple[int, int]:
+    """``(row, col)`` of the cell of ``layer`` whose area contains the normalised point (x, y)."""
+    if not 0 <= layer < len(cfg.feature_maps):
+        raise ValueError(f"layer must be in [0, {len(cfg.feature_maps)}), got {layer}")
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise ValueError(f"point ({x}, {y}) is outside the unit square")
+    f = cfg.feature_maps[layer]
+    step = (cfg.steps[layer] if cfg.steps is not None else cfg.image_size / f) / cfg.image_size
+    return min(int(y / step), f - 1), min(int(x / step), f - 1)
+
+
+def shape_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
+    """IoU of box shapes placed on a common centre: ``(N, 2)`` × ``(M, 2)`` -> ``(N, M)``.
+
+    The distance k-means needs for box shapes: it compares sizes and aspect ratios, not
+    positions, and unlike a Euclidean distance on (w, h) it does not favour large boxes.
+    """
+    if wh1.shape[-1:] != (2,) or wh2.shape[-1:] != (2,):
+        raise ValueError(
+            f"expected shapes (N, 2) and (M, 2), got {tuple(wh1.shape)}, {tuple(wh2.shape)}"
+        )
+    inter = torch.minimum(wh1[:, None, :], wh2[None, :, :]).prod(dim=-1)  # (N, M)
+    union = wh1.prod(dim=-1)[:, None] + wh2.prod(dim=-1)[None, :] - inter
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+
+
+@dataclass
+class KMeansResult:
+    centroids: Tensor  # (k, 2) cluster centres (w, h), sorted by area
+    assignment: Tensor  # (N,) long: cluster of each box
+    mean_iou: float  # mean over boxes of the IoU with their own centroid
+    iterations: int  # how many assignment steps ran before nothing changed
+
+
+KMEANS_MAX_ITERS = 100  # a few hundred box shapes settle in well under 30 steps
+
+
+def kmeans_box_shapes(
+    wh: Tensor, k: int, seed: int = 0, max_iters: int = KMEANS_MAX_ITERS
+) -> KMeansResult:
+    """k-means of box shapes with the distance ``1 - IoU`` (as YOLOv2 chose its anchors).
+
+    Initialised with k-means++ (each next centre drawn with probability ∝ distance²) from a
+    seeded generator, so a run repeats. Centres move to the mean (w, h) of their boxes; the loop
+    stops when no box changes cluster.
+
+    Args:
+        wh: ``(N, 2)`` positive widths and heights, N >= k.
+        k: number of clusters.
+
+    Returns:
+        The centroids sorted by area, each box's cluster, and the mean IoU to its centroid.
+    """
+    wh = torch.as_tensor(wh, dtype=torch.float64).cpu()
+    if wh.dim() != 2 or wh.shape[1] != 2:
+        raise ValueError(f"expected wh of shape (N, 2), got {tuple(wh.shape)}")
+    if not 1 <= k <= len(wh):
+        raise ValueError(f"need 1 <= k <= {len(wh)} boxes, got k={k}")
+    if (wh <= 0).any():
+        i = int((wh <= 0).any(dim=1).nonzero()[0])
+        raise ValueError(
+            f"box {i} has a non-positive side: {[round(v, 4) for v in wh[i].tolist()]}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    centroids = wh[torch.randint(len(wh), (1,), generator=gen)]
+    while len(centroids) < k:
+        d2 = (1 - shape_iou(wh, centroids)).min(dim=1).values ** 2  # (N,)
+        nxt = torch.multinomial(d2 + 1e-12, 1, generator=gen)
+        centroids = torch.cat([centroids, wh[nxt]])
+    assignment = torch.full((len(wh),), -1, dtype=torch.long)
+    iterations = 0
+    while iterations < max_iters:
+        iterations += 1
+        new = shape_iou(wh, centroids).argmax(dim=1)  # (N,)
+        if torch.equal(new, assignment):
+            break
+        assignment = new
+        for c in range(k):
+            members = wh[assignment == c]
+            if len(members):  # an empty cluster keeps its centre
+                centroids[c] = members.mean(dim=0)
+    order = centroids.prod(dim=1).argsort()
+    centroids = centroids[order]
+    assignment = torch.argsort(order)[assignment]
+    mean_iou = float(shape_iou(wh, centroids).gather(1, assignment[:, None]).mean())
+    return KMeansResult(centroids.float(), assignment, mean_iou, iterations)
+
+
+@dataclass
+class LayerGeometry:
+    """Where one source map sits in the network, in pixels of the input image."""
+
+    name: str  # the layer's name in the paper (conv4_3, fc7, conv8_2, ...)
+    size: int  # side of the map: 38 means 38×38 cells
+    stride: float  # pixels between neighbouring cells (the cell size)
+    receptive_field: float  # side of the input window that can affect one cell
+    box_scale: float  # side of the layer's small square default box, pixels
+    image_size: int  # side of the network input, pixels
+
+
+JITTER_SCALE = 0.08  # box jitter as a fraction of the box size: overlaps mostly above 0.45
+DECOY_SCORE_MAX = 0.5  # boxes placed away from any object score below this
+
+
+def jittered_detections(
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    per_object: int = 8,
+    num_decoys: int = 4,
+    jitter: float = JITTER_SCALE,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Candidate detections for the NMS lesson, made from the ground truth instead of a network.
+
+    Each object gets ``per_object`` copies whose corners move by a Gaussian of standard deviation
+    ``jitter × (w, h)``; a copy's score falls with its distance from the object (score ∝ IoU with
+    noise), as a detector's would. ``num_decoys`` random boxes with low scores are added.
+
+    Args:
+        gt_boxes: ``(G, 4)`` xyxy normalised.
+        gt_labels: ``(G,)`` long classes >= 1.
+
+    Returns:
+        boxes ``(N, 4)`` xyxy normalised and clipped, scores ``(N,)`` in (0, 1), labels ``(N,)``,
+        with ``N = G · per_object + num_decoys``.
+    """
+    gt_boxes = _as_boxes(gt_boxes, "gt_boxes")
+    gt_labels = torch.as_tensor(gt_labels, dtype=torch.long).cpu()
+    if gt_labels.shape != gt_boxes.shape[:1]:
+        raise ValueError(f"got {len(gt_boxes)} boxes but labels of shape {tuple(gt_labels.shape)}")
+    if per_object < 1 or num_decoys < 0:
+        raise ValueError(
+            f"need per_object >= 1 and num_decoys >= 0, got {per_object}, {num_decoys}"
+        )
+    if len(gt_boxes) == 0:
+        raise ValueError("need at least one ground-truth box to make detections from")
+    gen = torch.Generator().manual_seed(seed)
+    g = len(gt_boxes)
+    wh = (gt_boxes[:, 2:] - gt_boxes[:, :2]).repeat(1, 2)  # (G, 4): w, h, w, h
+    noise = torch.randn(g, per_object, 4, generator=gen) * jitter  # (G, n, 4)
+    boxes = (gt_boxes[:, None, :] + noise * wh[:, None, :]).reshape(-1, 4).clamp(0, 1)
+    iou = box_iou(boxes, gt_boxes).reshape(g, per_object, g)
+    fit = iou[torch.arange(g), :, torch.arange(g)]  # (G, n): each copy's IoU with its object
+    scores = (fit * (0.6 + 0.4 * torch.rand(g, per_object, generator=gen))).reshape(-1)
+    labels = gt_labels.repeat_interleave(per_object)
+    if num_decoys:
+        centre = torch.rand(num_decoys, 2, generator=gen) * 0.8 + 0.1
+        size = torch.rand(num_decoys, 2, generator=gen) * 0.2 + 0.05
+        decoys = torch.cat([centre - size / 2, centre + size / 2], dim=1).clamp(0, 1)
+        boxes = torch.cat([boxes, decoys])
+        scores = torch.cat([scores, torch.rand(num_decoys, generator=gen) * DECOY_SCORE_MAX])
+        pick = torch.randint(g, (num_decoys,), generator=gen)
+        labels = torch.cat([labels, gt_labels[pick]])
+    return boxes, scores.clamp(1e-3, 1 - 1e-3), labels
