@@ -26,7 +26,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
-from torch import Tensor
+from torch import Tensor, nn
 
 from .boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from .matching import IOU_THRESHOLD
@@ -180,7 +180,7 @@ def draw_grid(ax: Axes, cfg: PriorConfig, layer: int, color: str = "white") -> N
         ax.axvline(min(i * step, 1.0), color=color, linewidth=0.5, alpha=GRID_ALPHA)
 
 
-# -- §2.1 Multi-scale feature maps ---------------------------------------------------------------
+# -- §2.1 Multi-scale feature maps -----------------------------------------------------------------
 
 
 def plot_feature_map(
@@ -275,7 +275,7 @@ def plot_receptive_fields(
     return fig
 
 
-# -- §2.2 Default boxes ---------------------------------------------------------------------------
+# -- §2.2 Default boxes ----------------------------------------------------------------------------
 
 
 def plot_cell_boxes(
@@ -665,7 +665,7 @@ def plot_encoding(
     return ax
 
 
-# -- §3 Non-maximum suppression -------------------------------------------------------------------
+# -- §3 Non-maximum suppression --------------------------------------------------------------------
 
 
 def nms_state(num_boxes: int, steps: Sequence[NMSStep], upto: int) -> Tensor:
@@ -918,10 +918,67 @@ class LayerGeometry:
 
     name: str  # the layer's name in the paper (conv4_3, fc7, conv8_2, ...)
     size: int  # side of the map: 38 means 38×38 cells
-    stride: float  # pixels between neighbouring cells (the cell size)
+    stride: float  # input pixels between neighbouring cells of the map, through the network
+    prior_step: float  # pixels between the centres of its default boxes (the config's step)
     receptive_field: float  # side of the input window that can affect one cell
-    box_scale: float  # side of the layer's small square default box, pixels
+    box_scale: float  # side of the layer's small square default box (s_k · image), pixels
     image_size: int  # side of the network input, pixels
+
+
+def receptive_fields(stages: Sequence[nn.Module]) -> list[tuple[float, float]]:
+    """Theoretical receptive field and stride after each stage of a plain conv/pool network.
+
+    Walks each stage's ``Conv2d`` and ``MaxPool2d``/``AvgPool2d`` modules in registration order
+    (the order an ``nn.Sequential`` runs them) and applies, per layer with kernel ``k``, stride
+    ``s`` and dilation ``d``: ``rf += d·(k - 1) · jump``, then ``jump *= s``. ``jump`` is the
+    stride so far: how many input pixels one step on the current map covers. Padding shifts
+    the window but does not change its size; ReLU, BatchNorm and L2Norm do not change either.
+
+    Args:
+        stages: modules run one after another, e.g. ``[to_conv4_3, to_fc7, *extras]``.
+
+    Returns:
+        One ``(receptive_field, stride)`` in input pixels per stage, after that stage.
+    """
+    rf, jump = 1.0, 1.0
+    out = []
+    for stage in stages:
+        for m in stage.modules():
+            if not isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+                continue
+            k, s = _pair(m.kernel_size), _pair(m.stride)
+            d = _pair(getattr(m, "dilation", 1))
+            if k[0] != k[1] or s[0] != s[1] or d[0] != d[1]:
+                raise ValueError(f"{m}: only square kernels, strides and dilations are handled")
+            rf += d[0] * (k[0] - 1) * jump
+            jump *= s[0]
+        out.append((rf, jump))
+    return out
+
+
+def layer_geometry(
+    stages: Sequence[nn.Module], names: Sequence[str], cfg: PriorConfig
+) -> list[LayerGeometry]:
+    """:func:`receptive_fields` of each source map, beside the default boxes ``cfg`` gives it.
+
+    Args:
+        stages: one module per source map, run in order; stage ``k`` ends at source map ``k``.
+        names: the source maps' names.
+        cfg: the default-box configuration of the same network.
+    """
+    m = len(cfg.feature_maps)
+    if not len(stages) == len(names) == m:
+        raise ValueError(f"got {len(stages)} stages and {len(names)} names for {m} source maps")
+    rows = []
+    for k, (rf, stride) in enumerate(receptive_fields(stages)):
+        f = cfg.feature_maps[k]
+        step = cfg.steps[k] if cfg.steps is not None else cfg.image_size / f
+        rows.append(LayerGeometry(names[k], f, stride, step, rf, cfg.min_sizes[k], cfg.image_size))
+    return rows
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
 
 
 JITTER_SCALE = 0.08  # box jitter as a fraction of the box size: overlaps mostly above 0.45

@@ -114,7 +114,7 @@ def _check_image_boxes(boxes: Tensor | None, name: str = "gt_boxes") -> None:
         )
 
 
-# -- §2.1 Feature maps ---------------------------------------------------------------------------
+# -- §2.1 Feature maps -----------------------------------------------------------------------------
 
 
 def feature_map_explorer(
@@ -382,3 +382,55 @@ def nms_explorer(image: Tensor | np.ndarray, boxes: Tensor, scores: Tensor) -> E
         return fig, steps, info
 
     return Explorer({"threshold": threshold, "step": step}, draw, rows=[["threshold", "step"]])
+
+
+# -- Exercises -------------------------------------------------------------------------------------
+
+ANSWER_RTOL = 1e-3  # exercises ask for numbers a learner computes by hand: 3 significant digits
+
+
+def check_answer(
+    name: str, answer: Any, expected: Any, rtol: float = ANSWER_RTOL, hint: str = ""
+) -> str:
+    """An exercise's self-check: prints and returns ``"correct"`` or a friendly ``"not yet: …"``.
+
+    It never raises, so a notebook committed with its exercises unsolved still runs top to
+    bottom. Numbers (and tensors, arrays, lists of numbers) are compared with a relative
+    tolerance ``rtol``; anything else with ``==``. A wrong number is told whether it is too
+    high or too low, but the expected value is never shown.
+
+    Args:
+        name: the variable the learner fills in, for the message.
+        answer: the learner's value (``None`` while unsolved).
+        expected: the value computed with ssdlib.
+        hint: a sentence added to a wrong answer's message.
+    """
+    message = _judge(name, answer, expected, rtol)
+    if message != "correct" and hint:
+        message += f" Hint: {hint}"
+    print(message)
+    return message
+
+
+def _judge(name: str, answer: Any, expected: Any, rtol: float) -> str:
+    if answer is None:
+        return f"not yet: `{name}` is still None; fill it in and run this cell again."
+    try:
+        want = torch.as_tensor(expected, dtype=torch.float64)
+        got = torch.as_tensor(answer, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return "correct" if answer == expected else f"not yet: `{name}` = {answer!r} is not it."
+    if got.shape != want.shape:
+        return (
+            f"not yet: `{name}` has shape {tuple(got.shape)}, expected {tuple(want.shape)}."
+            if want.dim()
+            else f"not yet: `{name}` should be a single number, got shape {tuple(got.shape)}."
+        )
+    close = torch.isclose(got, want, rtol=rtol, atol=rtol * 1e-3)
+    if bool(close.all()):
+        return "correct"
+    if want.dim() == 0:
+        direction = "too high" if got > want else "too low"
+        return f"not yet: `{name}` = {float(got):.4g} is {direction}."
+    i = int((~close).flatten().nonzero()[0])
+    return f"not yet: element {i} of `{name}` ({float(got.flatten()[i]):.4g}) is off."
