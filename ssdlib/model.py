@@ -1,0 +1,624 @@
+"""The SSD network (SSD §2.1 "Model", Fig. 2; §3 "Base network"; §3.1 for the L2 normalisation).
+
+"The SSD approach is based on a feed-forward convolutional network that produces a fixed-size
+collection of bounding boxes and scores for the presence of object class instances in those
+boxes, followed by a non-maximum suppression step" (§2.1). The network has three parts, built
+here in that order:
+
+1. **Base network**: VGG16 up to fc7, "truncated before any classification layers". As §3 says,
+   fc6 and fc7 become convolutions, pool5 changes "from 2×2-s2 to 3×3-s1", and fc6 uses the
+   "à trous" (dilated) convolution to keep its field of view. conv4_3's features are
+   L2-normalised per location and rescaled by a learned per-channel scale (§3.1).
+2. **Extra feature layers** "to the end of the truncated base network. These layers decrease in
+   size progressively and allow predictions of detections at multiple scales": each is a 1×1
+   convolution that reduces the channels, then a 3×3 one that shrinks the map.
+3. **Convolutional predictors**: on every source map (conv4_3, fc7 and each extra layer's output)
+   one 3×3 convolution predicts 4 box offsets and another K class scores for each of the A
+   default boxes of every cell.
+
+Outputs line up one-to-one with :func:`ssdlib.priors.default_boxes`: layer, then cell row-major
+(y, then x), then box within the cell. Letters: ``B`` images, ``P`` default boxes, ``K`` classes
+including background 0, ``A`` default boxes per cell. Shape comments use SSD300.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .nms import NMS_IOU_THRESHOLD, SCORE_THRESHOLD, TOP_K, postprocess
+from .priors import PriorConfig, default_boxes
+from .utils import IMAGENET_MEAN, IMAGENET_STD
+
+# -- 1. Base network -----------------------------------------------------------------------------
+VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+# ^ VGG16 (configuration "D" of Simonyan & Zisserman): output channels of conv1_1 … conv5_3
+FC_CHANNELS = 1024  # fc6 and fc7 keep every 4th of VGG16's 4096 units (§3: "subsample")
+FC6_DILATION = (
+    6  # the released SSD300/512: a 3×3 kernel with holes of 6 spans 13×13 pixels of pool5
+)
+L2NORM_SCALE_INIT = 20.0  # §3.1: conv4_3's features have a larger scale than the other layers';
+# "we use the L2 normalization technique ... to scale the feature norm at each location ... to 20"
+L2NORM_EPS = 1e-12  # F.normalize's default, as torchvision's SSD: only guards an all-zero location
+CHANNEL_MULTIPLE = 8  # slim widths round channel counts to multiples of 8 (vectorised conv kernels)
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """``channels · width`` rounded to a multiple of 8, at least 8 (``width = 1`` keeps it)."""
+    return max(CHANNEL_MULTIPLE, CHANNEL_MULTIPLE * round(channels * width / CHANNEL_MULTIPLE))
+
+
+def _conv_unit(
+    name: str, in_ch: int, out_ch: int, batch_norm: bool, **conv_kwargs: Any
+) -> list[tuple[str, nn.Module]]:
+    """``conv4_3`` -> ``[("conv4_3", Conv2d), ("bn4_3", BatchNorm2d)?, ("relu4_3", ReLU)]``."""
+    suffix = re.sub(r"^[a-z]+", "", name)  # "conv4_3" -> "4_3", "fc6" -> "6"
+    layers: list[tuple[str, nn.Module]] = [(name, nn.Conv2d(in_ch, out_ch, **conv_kwargs))]
+    if batch_norm:
+        layers.append((f"bn{suffix}", nn.BatchNorm2d(out_ch)))
+    layers.append((f"relu{suffix}", nn.ReLU(inplace=True)))
+    return layers
+
+
+def _vgg_stage(
+    stage: int, in_ch: int, width: float, batch_norm: bool
+) -> list[tuple[str, nn.Module]]:
+    """The 3×3, pad-1 convolutions of one VGG16 stage: conv{stage}_1, conv{stage}_2, …"""
+    layers = []
+    for i, out_ch in enumerate(VGG16_STAGES[stage - 1], start=1):
+        out_ch = scale_channels(out_ch, width)
+        layers += _conv_unit(
+            f"conv{stage}_{i}", in_ch, out_ch, batch_norm, kernel_size=3, padding=1
+        )
+        in_ch = out_ch
+    return layers
+
+
+class L2Norm(nn.Module):
+    """Each location's channel vector scaled to unit length, then by a learned per-channel scale.
+
+    ``(B, C, H, W) -> (B, C, H, W)``. Computed in float32 (also under autocast), returned in the
+    input's dtype.
+    """
+
+    def __init__(self, channels: int, scale: float = L2NORM_SCALE_INIT, eps: float = L2NORM_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        unit = F.normalize(x.float(), dim=1, eps=self.eps)  # ||x[b, :, i, j]|| = 1
+        return (self.weight.float().view(1, -1, 1, 1) * unit).to(x.dtype)
+
+
+# -- 2. Extra feature layers ---------------------------------------------------------------------
+FIRST_EXTRA_CHANNELS = (256, 512)  # conv8_1 reduces fc7's 1024 channels to 256; conv8_2 gives 512
+LATER_EXTRA_CHANNELS = (128, 256)  # every later extra layer: 1×1 to 128, then 3×3 to 256
+
+
+@dataclass(frozen=True)
+class ExtraLayer:
+    """One extra feature layer: ``{name}_1`` (1×1, reduce) then ``{name}_2`` (k×k, shrink)."""
+
+    name: str  # "conv8": its convolutions are conv8_1 and conv8_2
+    mid: int  # channels after the 1×1 reduction, before width scaling
+    out: int  # channels of the source map it produces, before width scaling
+    kernel: int  # side of conv{n}_2's kernel
+    stride: int
+    padding: int
+
+    def out_size(self, size: int) -> int:
+        """Side of the output map for a ``size × size`` input."""
+        return (size + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+def _paper_extras(strides: Sequence[int], last_kernel: int = 3, last_padding: int = 0):
+    layers = []
+    for k, stride in enumerate(strides):
+        mid, out = FIRST_EXTRA_CHANNELS if k == 0 else LATER_EXTRA_CHANNELS
+        last = k == len(strides) - 1
+        kernel, padding = (last_kernel, last_padding) if last else (3, 1 if stride == 2 else 0)
+        layers.append(ExtraLayer(f"conv{8 + k}", mid, out, kernel, stride, padding))
+    return tuple(layers)
+
+
+# The released networks' exact extras, keyed by (image size, source map sides).
+PAPER_EXTRAS: dict[tuple[int, tuple[int, ...]], tuple[ExtraLayer, ...]] = {
+    # SSD300 (Fig. 2): 19 -> 10 -> 5 (3×3 stride 2, pad 1), 5 -> 3 -> 1 (3×3 without padding)
+    (300, (38, 19, 10, 5, 3, 1)): _paper_extras([2, 2, 1, 1]),
+    # SSD512: four 3×3 stride-2 halvings 32 -> 16 -> 8 -> 4 -> 2, then a 4×4 kernel, pad 1: 2 -> 1
+    (512, (64, 32, 16, 8, 4, 2, 1)): _paper_extras([2, 2, 2, 2, 1], last_kernel=4, last_padding=1),
+}
+
+
+def plan_extras(cfg: PriorConfig) -> tuple[ExtraLayer, ...]:
+    """The extra layers that turn fc7's map into the rest of ``cfg.feature_maps``.
+
+    The paper's configurations get the released layers (:data:`PAPER_EXTRAS`). Otherwise each
+    step from side ``s`` to the next side ``t`` is a 3×3 stride-2 pad-1 convolution when
+    ``t = ceil(s / 2)``, else a 3×3 convolution without padding when ``t = s - 2``.
+    """
+    sizes = tuple(cfg.feature_maps)
+    if (cfg.image_size, sizes) in PAPER_EXTRAS:
+        return PAPER_EXTRAS[(cfg.image_size, sizes)]
+    if len(sizes) < 2:
+        raise ValueError(
+            f"{cfg.name}: SSD's first two source maps are conv4_3 and fc7, so the config needs "
+            f"at least 2 feature maps, got {list(sizes)}"
+        )
+    layers = []
+    for k, (s, t) in enumerate(itertools.pairwise(sizes[1:])):
+        mid, out = FIRST_EXTRA_CHANNELS if k == 0 else LATER_EXTRA_CHANNELS
+        if t == math.ceil(s / 2):
+            kernel, stride, padding = 3, 2, 1
+        elif t == s - 2:
+            kernel, stride, padding = 3, 1, 0
+        else:
+            raise ValueError(
+                f"{cfg.name}: no extra layer takes feature map {k + 1} ({s}×{s}) to feature map "
+                f"{k + 2} ({t}×{t}): a 3×3 stride-2 conv gives {math.ceil(s / 2)}×"
+                f"{math.ceil(s / 2)}, a 3×3 conv without padding {s - 2}×{s - 2}"
+            )
+        layers.append(ExtraLayer(f"conv{8 + k}", mid, out, kernel, stride, padding))
+    return tuple(layers)
+
+
+def _extra_layer(layer: ExtraLayer, in_ch: int, width: float, batch_norm: bool) -> nn.Sequential:
+    """``conv8_1`` (1×1, reduce the channels) then ``conv8_2`` (shrink the map), with ReLUs."""
+    mid, out = scale_channels(layer.mid, width), scale_channels(layer.out, width)
+    return nn.Sequential(
+        OrderedDict(
+            [
+                *_conv_unit(f"{layer.name}_1", in_ch, mid, batch_norm, kernel_size=1),
+                *_conv_unit(
+                    f"{layer.name}_2",
+                    mid,
+                    out,
+                    batch_norm,
+                    kernel_size=layer.kernel,
+                    stride=layer.stride,
+                    padding=layer.padding,
+                ),
+            ]
+        )
+    )
+
+
+class SSDBackbone(nn.Module):
+    """VGG16 base + L2Norm + extra layers: ``(B, 3, S, S)`` normalised images -> source maps.
+
+    Submodules (names follow the paper and the released Caffe model):
+    ``to_conv4_3`` (conv1_1 … conv4_3), ``l2norm``, ``to_fc7`` (pool4, conv5_1 … conv5_3, pool5,
+    fc6, fc7) and ``extras`` (one ``nn.Sequential`` per extra layer: conv8_1, conv8_2, …).
+    """
+
+    def __init__(self, extras: Sequence[ExtraLayer], width: float = 1.0, batch_norm: bool = False):
+        super().__init__()
+        # output channels of the last conv of each stage, and of fc6/fc7
+        c1, c2, c3, c4, c5 = (scale_channels(stage[-1], width) for stage in VGG16_STAGES)
+        fc = scale_channels(FC_CHANNELS, width)
+
+        # (B, 3, 300, 300) -> (B, 512, 38, 38)
+        self.to_conv4_3 = nn.Sequential(
+            OrderedDict(
+                [
+                    *_vgg_stage(1, 3, width, batch_norm),  # (B, 64, 300, 300)
+                    ("pool1", nn.MaxPool2d(2, 2)),  # 150
+                    *_vgg_stage(2, c1, width, batch_norm),  # (B, 128, 150, 150)
+                    ("pool2", nn.MaxPool2d(2, 2)),  # 75
+                    *_vgg_stage(3, c2, width, batch_norm),  # (B, 256, 75, 75)
+                    ("pool3", nn.MaxPool2d(2, 2, ceil_mode=True)),  # 38, not 37: ceil(75 / 2)
+                    *_vgg_stage(4, c3, width, batch_norm),  # (B, 512, 38, 38)
+                ]
+            )
+        )
+        self.l2norm = L2Norm(c4)
+        # (B, 512, 38, 38) -> (B, 1024, 19, 19)
+        self.to_fc7 = nn.Sequential(
+            OrderedDict(
+                [
+                    ("pool4", nn.MaxPool2d(2, 2)),  # 19
+                    *_vgg_stage(5, c4, width, batch_norm),  # (B, 512, 19, 19)
+                    ("pool5", nn.MaxPool2d(3, stride=1, padding=1)),  # "3×3-s1": stays 19
+                    *_conv_unit(
+                        "fc6",
+                        c5,
+                        fc,
+                        batch_norm,
+                        kernel_size=3,
+                        padding=FC6_DILATION,
+                        dilation=FC6_DILATION,
+                    ),  # (B, 1024, 19, 19)
+                    *_conv_unit("fc7", fc, fc, batch_norm, kernel_size=1),  # (B, 1024, 19, 19)
+                ]
+            )
+        )
+        # (B, 1024, 19, 19) -> (B, 512, 10, 10) -> (B, 256, 5, 5) -> (B, 256, 3, 3) -> (B, 256, 1,1)
+        self.extras = nn.ModuleList()
+        self.out_channels = [c4, fc]
+        in_ch = fc
+        for layer in extras:
+            self.extras.append(_extra_layer(layer, in_ch, width, batch_norm))
+            in_ch = scale_channels(layer.out, width)
+            self.out_channels.append(in_ch)
+        self.source_names = ["conv4_3", "fc7"] + [f"{layer.name}_2" for layer in extras]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``(B, 3, S, S)`` normalised images -> the source maps, largest first."""
+        x = self.to_conv4_3(x)  # (B, 512, 38, 38)
+        sources = [self.l2norm(x)]
+        x = self.to_fc7(x)  # (B, 1024, 19, 19)
+        sources.append(x)
+        for extra in self.extras:
+            x = extra(x)  # (B, 512, 10, 10), (B, 256, 5, 5), (B, 256, 3, 3), (B, 256, 1, 1)
+            sources.append(x)
+        return sources
+
+
+# -- 3. Convolutional predictors -----------------------------------------------------------------
+def _flatten_predictions(t: Tensor, columns: int) -> Tensor:
+    """``(B, A*C, H, W) -> (B, H*W*A, C)``: cell row-major (y, then x), then box in the cell."""
+    b = t.shape[0]
+    return t.permute(0, 2, 3, 1).reshape(b, -1, columns)  # (B, H, W, A*C) -> (B, H*W*A, C)
+
+
+class SSDHead(nn.Module):
+    """One 3×3 localisation conv (``4·A`` channels) and one 3×3 confidence conv (``K·A``) per map.
+
+    ``forward(sources)`` -> ``(loc (B, P, 4), conf (B, P, K))``, in default-box order.
+    """
+
+    def __init__(self, in_channels: Sequence[int], boxes_per_cell: Sequence[int], num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        pairs = list(zip(in_channels, boxes_per_cell, strict=True))
+        self.loc = nn.ModuleList(nn.Conv2d(c, a * 4, 3, padding=1) for c, a in pairs)
+        self.conf = nn.ModuleList(nn.Conv2d(c, a * num_classes, 3, padding=1) for c, a in pairs)
+
+    def forward(self, sources: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        locs, confs = [], []
+        for x, loc, conf in zip(sources, self.loc, self.conf, strict=True):
+            locs.append(_flatten_predictions(loc(x), 4))  # (B, A*4, H, W) -> (B, H*W*A, 4)
+            confs.append(_flatten_predictions(conf(x), self.num_classes))  # -> (B, H*W*A, K)
+        return torch.cat(locs, dim=1), torch.cat(confs, dim=1)  # (B, P, 4), (B, P, K)
+
+
+# -- The whole network ---------------------------------------------------------------------------
+INPUT_RANGE_SLACK = 1e-3  # detect() accepts [0, 1] images with this much rounding error
+RESIZE_ANTIALIAS = True  # like torchvision.transforms.v2.Resize: large photos shrink without
+# aliasing (torchvision's own SSD transform resizes without it)
+STATE_FORMAT = "ssdlib.SSD/1"  # tag of the metadata every SSD state dict carries
+
+
+def config_to_dict(cfg: PriorConfig) -> dict[str, Any]:
+    """Every field of a :class:`PriorConfig` (name included), as plain Python values."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict[str, Any]) -> PriorConfig:
+    """Inverse of :func:`config_to_dict`."""
+    d = dict(d)
+    for key in ("feature_maps", "min_sizes", "max_sizes"):
+        d[key] = tuple(d[key])
+    d["steps"] = tuple(d["steps"]) if d.get("steps") is not None else None
+    d["aspect_ratios"] = tuple(tuple(r) for r in d["aspect_ratios"])
+    return PriorConfig(**d)
+
+
+def config_difference(a: PriorConfig, b: PriorConfig) -> str:
+    """The fields where two configs differ, e.g. ``"min_sizes: (30, …) vs (21, …)"``."""
+    fields = [f.name for f in dataclasses.fields(PriorConfig) if f.compare]
+    return "; ".join(
+        f"{name}: {getattr(a, name)} vs {getattr(b, name)}"
+        for name in fields
+        if getattr(a, name) != getattr(b, name)
+    )
+
+
+def _source_sizes(cfg: PriorConfig, extras: Sequence[ExtraLayer], width: float) -> list[int]:
+    """The side of every source map, from a dry run on the meta device (shapes only, no data)."""
+    with torch.device("meta"):
+        backbone = SSDBackbone(extras, width)
+        images = torch.empty(1, 3, cfg.image_size, cfg.image_size)
+    try:
+        maps = backbone(images)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{cfg.name}: a {cfg.image_size}×{cfg.image_size} input is too small for the network "
+            f"({err})"
+        ) from err
+    return [m.shape[-1] for m in maps]
+
+
+def _init_weights(backbone: SSDBackbone, head: SSDHead) -> None:
+    """VGG16's own initialisation for the base (He, fan-out, as torchvision's VGG; normally it is
+    replaced by ImageNet weights); Xavier for the extra layers and the heads, as the released
+    SSD and torchvision. Biases start at 0."""
+    for module in [*backbone.to_conv4_3, *backbone.to_fc7]:
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    for module in [*backbone.extras.modules(), *head.modules()]:
+        if isinstance(module, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class SSD(nn.Module):
+    """The SSD network for one :class:`PriorConfig`. Build it with :func:`build_ssd`.
+
+    ``forward(images)`` takes ``(B, 3, S, S)`` RGB in [0, 1] (S = ``cfg.image_size``), normalises
+    them with ``mean``/``std`` as its first step, and returns ``(loc (B, P, 4), conf (B, P, K))``:
+    offsets and class logits for each default box of ``self.priors`` (``(P, 4)`` cxcywh).
+    ``forward = head(backbone(normalize(images)))``; :meth:`source_maps` returns the maps between.
+
+    ``print(nn.Module.__repr__(model))`` lists every layer.
+    """
+
+    priors: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        cfg: PriorConfig,
+        num_classes: int,
+        width: float = 1.0,
+        batch_norm: bool = False,
+        class_names: Sequence[str] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"need num_classes >= 2 (background + one class), got {num_classes}")
+        if not width > 0:
+            raise ValueError(f"width must be positive, got {width}")
+        if class_names is None:
+            class_names = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"got {len(class_names)} class names for {num_classes} classes "
+                "(index 0 is the background)"
+            )
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
+        extras = plan_extras(cfg)
+        actual = _source_sizes(cfg, extras, width)
+        if actual != list(cfg.feature_maps):
+            raise ValueError(
+                f"{cfg.name}: for {cfg.image_size}×{cfg.image_size} inputs the network's source "
+                f"maps are {actual}, but the config expects {list(cfg.feature_maps)} (conv4_3 "
+                "has stride 8, fc7 stride 16)"
+            )
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        self.width = float(width)
+        self.batch_norm = bool(batch_norm)
+        self.backbone = SSDBackbone(extras, self.width, self.batch_norm)
+        self.head = SSDHead(self.backbone.out_channels, cfg.boxes_per_cell, num_classes)
+        _init_weights(self.backbone, self.head)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("priors", default_boxes(cfg), persistent=False)  # (P, 4) cxcywh
+
+    @property
+    def source_names(self) -> list[str]:
+        """``["conv4_3", "fc7", "conv8_2", …]``: the layers the heads look at."""
+        return self.backbone.source_names
+
+    @property
+    def num_priors(self) -> int:
+        return self.cfg.num_priors
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """``(B, 3, S, S)`` RGB in [0, 1] -> ``(images - mean) / std``, checking the shape."""
+        s = self.cfg.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (s, s):
+            raise ValueError(
+                f"expected images of shape (B, 3, {s}, {s}) for {self.cfg.name}, got "
+                f"{tuple(images.shape)}; detect() takes images of any size"
+            )
+        if not images.is_floating_point():
+            raise ValueError(
+                f"expected float RGB images in [0, 1], got dtype {images.dtype} (divide by 255)"
+            )
+        return (images - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    def source_maps(self, images: Tensor) -> list[Tensor]:
+        """``(B, 3, S, S)`` RGB in [0, 1] -> the source maps ``(B, C_k, f_k, f_k)``, conv4_3 first.
+
+        conv4_3's map is returned after the L2 normalisation, as the heads see it.
+        """
+        return self.backbone(self.normalize(images))
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 3, S, S)`` RGB in [0, 1] -> ``(loc (B, P, 4), conf (B, P, K))``."""
+        return self.head(self.source_maps(images))
+
+    # -- inference ------------------------------------------------------------------------------
+    def _batch(self, images: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Images of any sizes -> ``(B, 3, S, S)`` on the model's device, and their (H, W)."""
+        device, s = self.mean.device, self.cfg.image_size
+        if isinstance(images, Tensor):
+            images = images.unsqueeze(0) if images.dim() == 3 else images
+            if images.dim() != 4:
+                raise ValueError(
+                    f"expected a (B, 3, H, W) tensor or a list of (3, H, W), got "
+                    f"{tuple(images.shape)}"
+                )
+            images = list(images)
+        if len(images) == 0:
+            raise ValueError("detect() needs at least one image")
+        resized, sizes = [], []
+        for i, img in enumerate(images):
+            if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3:
+                shape = tuple(img.shape) if isinstance(img, Tensor) else type(img).__name__
+                raise ValueError(f"image {i}: expected a (3, H, W) RGB tensor, got {shape}")
+            if not img.is_floating_point():
+                raise ValueError(
+                    f"image {i}: expected float RGB in [0, 1], got dtype {img.dtype} "
+                    "(divide by 255)"
+                )
+            sizes.append((img.shape[1], img.shape[2]))
+            img = img.to(device=device, dtype=torch.float32)[None]
+            if sizes[-1] != (s, s):
+                img = F.interpolate(
+                    img,
+                    size=(s, s),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=RESIZE_ANTIALIAS,
+                )
+            resized.append(img)
+        batch = torch.cat(resized)  # (B, 3, S, S)
+        lo, hi = batch.amin(dim=(1, 2, 3)), batch.amax(dim=(1, 2, 3))  # (B,) each
+        bad = ((lo < -INPUT_RANGE_SLACK) | (hi > 1 + INPUT_RANGE_SLACK)).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(
+                f"image {i}: expected RGB values in [0, 1], got [{lo[i]:.3g}, {hi[i]:.3g}]"
+                + (" (divide by 255)" if hi[i] > 1.5 else "")
+            )
+        return batch, sizes
+
+    def detect(
+        self,
+        images: Tensor | Sequence[Tensor],
+        score_threshold: float = SCORE_THRESHOLD,
+        iou_threshold: float = NMS_IOU_THRESHOLD,
+        top_k: int = TOP_K,
+    ) -> list[dict[str, Tensor]]:
+        """Detections for images of any sizes, in each image's pixels (SSD §3, "Inference time").
+
+        Each image is resized to ``S × S``; one batched forward pass in eval mode without
+        gradients (the previous train/eval mode is restored); then :func:`ssdlib.nms.postprocess`.
+
+        Args:
+            images: a ``(B, 3, H, W)`` tensor, or a list of ``(3, H_i, W_i)`` tensors; RGB in
+                [0, 1], on any device.
+            score_threshold, iou_threshold, top_k: as in :func:`ssdlib.nms.postprocess`.
+
+        Returns:
+            One dict per image: ``boxes`` ``(D, 4)`` xyxy in that image's pixels, ``scores``
+            ``(D,)`` descending, ``labels`` ``(D,)`` long in 1..K-1 (names: ``class_names``).
+        """
+        batch, sizes = self._batch(images)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                loc, conf = self(batch)  # (B, P, 4), (B, P, K)
+                return postprocess(
+                    loc,
+                    conf,
+                    self.priors,
+                    score_threshold=score_threshold,
+                    iou_threshold=iou_threshold,
+                    top_k=top_k,
+                    image_sizes=sizes,
+                )
+        finally:
+            self.train(was_training)
+
+    # -- what a notebook cell shows -------------------------------------------------------------
+    def __repr__(self) -> str:
+        cfg = self.cfg
+        params = sum(p.numel() for p in self.parameters())
+        bn = ", batch norm" if self.batch_norm else ""
+        return (
+            f"SSD({cfg.name}: maps {list(cfg.feature_maps)} × boxes {cfg.boxes_per_cell} = "
+            f"{cfg.num_priors} default boxes, {self.num_classes} classes, width {self.width}{bn}, "
+            f"{params:,} parameters)"
+        )
+
+    def summary(self) -> str:
+        """A table of the source maps: layer, channels, map, default boxes per cell and in all."""
+        cfg = self.cfg
+        rows = [f"{'source':<10}{'channels':>9}{'map':>9}{'boxes/cell':>12}{'boxes':>8}"]
+        for name, c, f, a, n in zip(
+            self.source_names,
+            self.backbone.out_channels,
+            cfg.feature_maps,
+            cfg.boxes_per_cell,
+            cfg.boxes_per_map,
+            strict=True,
+        ):
+            rows.append(f"{name:<10}{c:>9}{f'{f}×{f}':>9}{a:>12}{n:>8}")
+        rows.append(f"{'total':<10}{'':>9}{'':>9}{'':>12}{cfg.num_priors:>8}")
+        return "\n".join(rows)
+
+    # -- the state dict carries the configuration -----------------------------------------------
+    def build_args(self) -> dict[str, Any]:
+        """What :func:`build_ssd` needs to rebuild this network, as plain values."""
+        return {
+            "cfg": config_to_dict(self.cfg),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "width": self.width,
+            "batch_norm": self.batch_norm,
+        }
+
+    def check_compatible(self, args: dict[str, Any], source: str) -> None:
+        """Raise a ValueError naming both sides if weights built with ``args`` do not fit."""
+        theirs = config_from_dict(args["cfg"])
+        if theirs != self.cfg:
+            raise ValueError(
+                f"{source} was made for {theirs!r}, but this model is {self.cfg!r} "
+                f"({config_difference(theirs, self.cfg)}); the default boxes would not match"
+            )
+        for key in ("num_classes", "width", "batch_norm"):
+            if args[key] != getattr(self, key):
+                raise ValueError(
+                    f"{source} has {key}={args[key]}, but this model has "
+                    f"{key}={getattr(self, key)} (both {self.cfg.name})"
+                )
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, **self.build_args()}
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"the state dict's metadata is {got!r}, expected {STATE_FORMAT!r}")
+        self.check_compatible(state, "the state dict")
+        self.class_names = list(state["class_names"])  # the weights say what their classes are
+
+
+def build_ssd(
+    cfg: PriorConfig,
+    num_classes: int,
+    width: float = 1.0,
+    batch_norm: bool = False,
+    class_names: Sequence[str] | None = None,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> SSD:
+    """The SSD network for ``cfg`` (SSD §2.1, Fig. 2), with freshly initialised weights.
+
+    Args:
+        cfg: where the default boxes go; the network's source maps must have the sides
+            ``cfg.feature_maps`` (checked with a dry run; ValueError otherwise).
+        num_classes: K, including the background class 0.
+        width: multiplies every channel count of the base and extra layers (rounded to a
+            multiple of 8, at least 8): ``width=0.25`` is a slim model with the same boxes.
+        batch_norm: add BatchNorm after every base and extra convolution.
+        class_names: K names, index 0 the background; default ``background, class_1, …``.
+        mean, std: the input normalisation ``forward`` applies to [0, 1] RGB images.
+
+    Returns:
+        An :class:`SSD` whose ``forward`` maps ``(B, 3, S, S)`` to ``(B, P, 4), (B, P, K)``.
+    """
+    return SSD(cfg, num_classes, width, batch_norm, class_names, mean=mean, std=std)
