@@ -21,6 +21,7 @@ from ssdlib.evaluate import (
     TRUE_POSITIVE,
     average_precision,
     coco_map,
+    evaluate,
     precision_recall,
     voc_map,
     voc_match,
@@ -449,3 +450,31 @@ def test_bad_input_names_the_problem():
     with pytest.raises(ValueError, match="not finite"):
         bad[0]["boxes"] = torch.tensor([[0.0, 0, math.nan, 1]] * 3)
         voc_map(bad, targets)
+
+
+# -- the model-over-dataset runner -------------------------------------------------------------
+
+
+def test_evaluate_runs_a_model_over_a_dataset(device):
+    from ssdlib.data.shapes import ShapesDataset
+    from ssdlib.model import build_ssd
+    from ssdlib.priors import config_from_scales
+
+    priors = config_from_scales(0.2, 0.9, ((2,),) * 4, (8, 4, 2, 1), 64, name="TINY")
+    data = ShapesDataset(5, 64, seed=2, split="val")
+    model = build_ssd(priors, len(data.classes), width=0.125, class_names=data.classes)
+    metrics, preds, targets = evaluate(
+        model, data, batch_size=2, device=device, progress=False, return_predictions=True
+    )
+    assert metrics["num_images"] == 5 and len(preds) == len(targets) == 5
+    assert preds[0]["boxes"].device.type == "cpu"
+    # The same numbers as scoring the model's own detections directly.
+    direct = model.detect([data[i][0] for i in range(5)])
+    expected = coco_map(direct, [data[i][1] for i in range(5)], data.classes)
+    for key in COCO_STAT_NAMES:
+        assert same(metrics[key], expected[key]), key
+    assert set(metrics["voc_ap_per_class"]) == set(data.classes[1:])
+
+    wrong = build_ssd(priors, 3, width=0.125)
+    with pytest.raises(ValueError, match="the model has 3 classes"):
+        evaluate(wrong, data, progress=False)

@@ -1,0 +1,297 @@
+"""Training: the schedule, the data order, the non-finite stop, checkpoints and exact resume,
+atomic writes, and one DistributedDataParallel step against a single process.
+
+Everything runs on the CPU with a tiny network (64-pixel images, 8 channels per layer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import ssdlib.train as train_module
+from ssdlib.data.shapes import ShapesDataset
+from ssdlib.data.transforms import train_transform
+from ssdlib.loss import MultiBoxLoss
+from ssdlib.priors import config_from_scales
+from ssdlib.train import (
+    BEST,
+    CHECKPOINT_FORMAT,
+    LAST,
+    METRIC_COLUMNS,
+    PRESETS,
+    NonFiniteLossError,
+    SeededSamples,
+    TrainConfig,
+    epoch_batches,
+    epoch_order,
+    load_checkpoint,
+    lr_factor,
+    model_from_checkpoint,
+    preset,
+    train,
+)
+
+# 64-pixel inputs: conv4_3 gives 8×8, fc7 4×4, then 2×2 and 1×1 (340 default boxes).
+TINY_PRIORS = config_from_scales(0.2, 0.9, ((2,),) * 4, (8, 4, 2, 1), 64, name="TINY")
+TINY = TrainConfig(
+    name="tiny",
+    priors=TINY_PRIORS,
+    width=0.125,  # 8 channels everywhere: a forward pass takes milliseconds
+    batch_norm=False,
+    optimizer="sgd",
+    lr=0.05,
+    warmup_steps=2,
+    schedule="cosine",
+    batch_size=4,
+    max_steps=4,
+    log_every=1,
+    checkpoint_every=2,
+    eval_every=0,
+    seed=3,
+)
+
+
+def tiny_data(n: int = 8) -> ShapesDataset:
+    return ShapesDataset(n, 64, seed=1, transforms=train_transform(64))
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    state = model.state_dict().items()  # (the model's config sits in an "_extra_state" entry)
+    return {k: v.detach().clone() for k, v in state if isinstance(v, torch.Tensor)}
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_presets_and_overrides():
+    assert set(PRESETS) == {"cpu-tiny", "ssd300", "ssd512"}
+    ssd300 = preset("ssd300")
+    assert (ssd300.optimizer, ssd300.lr, ssd300.momentum, ssd300.weight_decay) == (
+        "sgd", 1e-3, 0.9, 5e-4,
+    )  # fmt: skip
+    assert ssd300.batch_size == 32 and ssd300.width == 1.0 and ssd300.priors.num_priors == 8732
+    assert preset("ssd512").priors.image_size == 512
+    tiny = preset("cpu-tiny", lr=1e-4)
+    assert tiny.lr == 1e-4 and tiny.optimizer == "adamw" and tiny.batch_norm
+    assert PRESETS["cpu-tiny"].lr != 1e-4  # the preset itself is untouched
+    text = repr(tiny)
+    assert "name='cpu-tiny'" in text and "\n    lr=0.0001," in text  # one field per line
+    with pytest.raises(ValueError, match="unknown preset 'ssd999'"):
+        preset("ssd999")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        TrainConfig(batch_size=0)
+    again = TrainConfig.from_dict(tiny.to_dict())
+    assert again == tiny
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, warmup_start=0.1, schedule="step", max_steps=60)
+    assert lr_factor(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 5, 5 / 60) == pytest.approx(0.55)  # halfway up the ramp
+    assert lr_factor(cfg, 10, 10 / 60) == 1.0
+    assert lr_factor(cfg, 40, 40 / 60) == pytest.approx(0.1)  # the paper's 40k of 60k
+    assert lr_factor(cfg, 50, 50 / 60) == pytest.approx(0.01)
+    cos = dataclasses.replace(cfg, schedule="cosine", warmup_steps=0)
+    assert lr_factor(cos, 30, 0.5) == pytest.approx(0.5)
+    assert lr_factor(cos, 60, 1.0) == pytest.approx(0.0)
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    a, b = epoch_order(20, seed=0, epoch=3), epoch_order(20, seed=0, epoch=3)
+    assert torch.equal(a, b) and sorted(a.tolist()) == list(range(20))
+    assert not torch.equal(a, epoch_order(20, seed=0, epoch=4))
+    assert not torch.equal(a, epoch_order(20, seed=1, epoch=3))
+    full = epoch_batches(20, 8, seed=0, epoch=3)
+    assert len(full) == 2  # the last 4 images do not make a batch
+    assert epoch_batches(20, 8, seed=0, epoch=3, start=1) == full[1:]  # what resume skips
+    # Two processes split each global batch into contiguous halves.
+    r0 = epoch_batches(20, 8, seed=0, epoch=3, rank=0, world_size=2)
+    r1 = epoch_batches(20, 8, seed=0, epoch=3, rank=1, world_size=2)
+    assert [x + y for x, y in zip(r0, r1, strict=True)] == full
+
+
+def test_augmentation_depends_only_on_seed_epoch_index():
+    samples = SeededSamples(tiny_data(), seed=5)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    image1, target1 = samples[(2, 3)]
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is left alone
+    torch.manual_seed(999)
+    image2, target2 = samples[(2, 3)]
+    assert torch.equal(image1, image2) and torch.equal(target1["boxes"], target2["boxes"])
+    image3, _ = samples[(3, 3)]
+    assert not torch.equal(image1, image3)  # a new epoch, a new augmentation
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def test_train_writes_checkpoints_and_metrics(tmp_path):
+    val = ShapesDataset(4, 64, seed=1, split="val")
+    cfg = dataclasses.replace(TINY, eval_every=2)
+    result = train(cfg, tiny_data(), val, out_dir=tmp_path, progress=False)
+    assert result.step == 4 and result.stopped_by == "max_steps"
+    assert [row["step"] for row in result.history] == [1, 2, 3, 4]
+    assert all(math.isfinite(row["loss"]) for row in result.history)
+    assert "val_map" in result.history[1] and "val_map" not in result.history[0]
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(METRIC_COLUMNS) and len(lines) == 5
+    ckpt = load_checkpoint(tmp_path / LAST)
+    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["step"] == 4
+    for key in ("model", "optimizer", "scheduler", "scaler", "rng", "data", "config", "history"):
+        assert key in ckpt
+    assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
+    assert ckpt["data"] == {"epoch": 2, "batch_in_epoch": 0, "seed": 3}
+    assert (tmp_path / BEST).exists()
+    assert load_checkpoint(tmp_path / BEST)["best"]["step"] in (2, 4)
+    model = model_from_checkpoint(tmp_path / LAST)
+    for k, v in params(result.model).items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    with pytest.raises(FileExistsError, match="resume=True"):
+        train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
+
+
+class _StopAtCall(MultiBoxLoss):
+    """MultiBoxLoss that misbehaves at its ``call``-th forward (counting from 1)."""
+
+    call, what = 3, "interrupt"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        loc, conf = super().forward(*args, **kwargs)
+        if self.calls == self.call:
+            if self.what == "interrupt":
+                raise KeyboardInterrupt
+            return loc, conf * math.inf
+        return loc, conf
+
+
+def test_resume_continues_the_loss_curve_exactly(tmp_path, monkeypatch):
+    straight = train(TINY, tiny_data(), out_dir=tmp_path / "straight", progress=False)
+
+    # The same run, killed during step 3 (the checkpoint of step 2 is on disk), then resumed.
+    monkeypatch.setattr(train_module, "MultiBoxLoss", _StopAtCall)
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, tiny_data(), out_dir=tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_module, "MultiBoxLoss", MultiBoxLoss)
+    assert load_checkpoint(tmp_path / "resumed" / LAST)["step"] == 2
+    torch.manual_seed(12345)  # the resumed process starts from other RNG states
+    resumed = train(TINY, tiny_data(), out_dir=tmp_path / "resumed", resume=True, progress=False)
+
+    assert [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        for key in ("loss", "loc_loss", "conf_loss", "lr", "epoch"):
+            assert a[key] == b[key], (a["step"], key, a[key], b[key])
+    for k, v in params(straight.model).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    csv_rows = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in csv_rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_resume_refuses_another_config(tmp_path):
+    train(dataclasses.replace(TINY, max_steps=2), tiny_data(), out_dir=tmp_path, progress=False)
+    wider = dataclasses.replace(TINY, width=0.25)
+    with pytest.raises(ValueError, match=r"width=0\.125.*width=0\.25"):
+        train(wider, tiny_data(), out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(FileNotFoundError):
+        train(TINY, tiny_data(), out_dir=tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_before_touching_the_weights(tmp_path, monkeypatch):
+    class InfAtSecondCall(_StopAtCall):
+        call, what = 2, "inf"
+
+    monkeypatch.setattr(train_module, "MultiBoxLoss", InfAtSecondCall)
+    cfg = dataclasses.replace(TINY, checkpoint_every=1)
+    data = tiny_data()
+    torch.manual_seed(0)
+    model = train_module.build_ssd(TINY_PRIORS, len(data.classes), 0.125, class_names=data.classes)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(cfg, data, out_dir=tmp_path, progress=False, model=model)
+    message = str(info.value)
+    assert message.startswith("step 1: the confidence (conf) loss is not finite")
+    for hint in ("lower learning rate", "warmup", "amp='off'", "grad_clip"):
+        assert hint in message
+    # The model in memory still has the weights after step 1, which last.pt holds.
+    stored = load_checkpoint(tmp_path / LAST)
+    assert stored["step"] == 1
+    for k, v in params(model).items():
+        assert torch.equal(v, stored["model"][k]), k
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, checkpoint_every=1, max_steps=3)
+    real_save = torch.save
+    saves = []
+
+    def save_then_fail(obj, f, *args, **kwargs):
+        saves.append(obj["step"])
+        if obj["step"] == 2:  # the disk fills up halfway through step 2's checkpoint
+            f.write(b"PK\x03\x04 half a zip file")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
+    assert saves == [1, 2]
+    assert load_checkpoint(tmp_path / LAST)["step"] == 1  # the old file, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LAST, "metrics.csv"]  # no debris
+
+
+# -- DistributedDataParallel ----------------------------------------------------------------------
+
+
+DDP_CFG = dataclasses.replace(
+    TINY, max_steps=1, warmup_steps=0, lr=0.1, schedule="step", amp="off", checkpoint_every=1
+)
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+        WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    train(DDP_CFG, tiny_data(), out_dir=out_dir, device="cpu", progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_step_equals_one_process(tmp_path):
+    """Two gloo processes, each with half of the global batch of 4, take one SGD step; the
+    weights equal one process's step on the whole batch (no BatchNorm, so the halves do not
+    see different batch statistics; the loss divides by the global number of positives)."""
+    single = train(DDP_CFG, tiny_data(), out_dir=tmp_path / "single", progress=False)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    ddp = load_checkpoint(tmp_path / "ddp" / LAST)
+    assert ddp["world_size"] == 2 and ddp["step"] == 1
+    torch.manual_seed(DDP_CFG.seed)
+    start = params(train_module.build_ssd(TINY_PRIORS, 8, 0.125, False))  # the initial weights
+    for k, v in params(single.model).items():
+        step_single, step_ddp = v - start[k], ddp["model"][k] - start[k]
+        # Equal up to float32 rounding: of gradient sums taken in another order (1e-5 of the
+        # update), and of the weights themselves (a few ulps of the largest weight).
+        tolerance = 1e-5 * float(step_single.abs().max()) + 1e-6 * float(v.abs().max())
+        torch.testing.assert_close(step_ddp, step_single, rtol=0, atol=tolerance, msg=k)
+    biggest = max(float((v - start[k]).abs().max()) for k, v in params(single.model).items())
+    assert biggest > 0.01  # the step did move the weights
+    assert ddp["history"][0]["loss"] == pytest.approx(single.history[0]["loss"], rel=1e-5)
