@@ -41,12 +41,10 @@ from .priors import PriorConfig, default_boxes
 from .utils import IMAGENET_MEAN, IMAGENET_STD
 
 # -- 1. Base network -----------------------------------------------------------------------------
+# VGG16 (configuration "D" of Simonyan & Zisserman): output channels of conv1_1 … conv5_3
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-# ^ VGG16 (configuration "D" of Simonyan & Zisserman): output channels of conv1_1 … conv5_3
 FC_CHANNELS = 1024  # fc6 and fc7 keep every 4th of VGG16's 4096 units (§3: "subsample")
-FC6_DILATION = (
-    6  # the released SSD300/512: a 3×3 kernel with holes of 6 spans 13×13 pixels of pool5
-)
+FC6_DILATION = 6  # the released SSD300/512: a 3×3 kernel with holes spans 13×13 of pool5
 L2NORM_SCALE_INIT = 20.0  # §3.1: conv4_3's features have a larger scale than the other layers';
 # "we use the L2 normalization technique ... to scale the feature norm at each location ... to 20"
 L2NORM_EPS = 1e-12  # F.normalize's default, as torchvision's SSD: only guards an all-zero location
@@ -117,27 +115,24 @@ class ExtraLayer:
     stride: int
     padding: int
 
-    def out_size(self, size: int) -> int:
-        """Side of the output map for a ``size × size`` input."""
-        return (size + 2 * self.padding - self.kernel) // self.stride + 1
-
-
-def _paper_extras(strides: Sequence[int], last_kernel: int = 3, last_padding: int = 0):
-    layers = []
-    for k, stride in enumerate(strides):
-        mid, out = FIRST_EXTRA_CHANNELS if k == 0 else LATER_EXTRA_CHANNELS
-        last = k == len(strides) - 1
-        kernel, padding = (last_kernel, last_padding) if last else (3, 1 if stride == 2 else 0)
-        layers.append(ExtraLayer(f"conv{8 + k}", mid, out, kernel, stride, padding))
-    return tuple(layers)
-
 
 # The released networks' exact extras, keyed by (image size, source map sides).
 PAPER_EXTRAS: dict[tuple[int, tuple[int, ...]], tuple[ExtraLayer, ...]] = {
-    # SSD300 (Fig. 2): 19 -> 10 -> 5 (3×3 stride 2, pad 1), 5 -> 3 -> 1 (3×3 without padding)
-    (300, (38, 19, 10, 5, 3, 1)): _paper_extras([2, 2, 1, 1]),
-    # SSD512: four 3×3 stride-2 halvings 32 -> 16 -> 8 -> 4 -> 2, then a 4×4 kernel, pad 1: 2 -> 1
-    (512, (64, 32, 16, 8, 4, 2, 1)): _paper_extras([2, 2, 2, 2, 1], last_kernel=4, last_padding=1),
+    # SSD300 (Fig. 2): 19 -> 10 -> 5 (3×3 stride 2, pad 1), then 5 -> 3 -> 1 (3×3, no padding)
+    (300, (38, 19, 10, 5, 3, 1)): (
+        ExtraLayer("conv8", 256, 512, kernel=3, stride=2, padding=1),  # (B, 512, 10, 10)
+        ExtraLayer("conv9", 128, 256, kernel=3, stride=2, padding=1),  # (B, 256, 5, 5)
+        ExtraLayer("conv10", 128, 256, kernel=3, stride=1, padding=0),  # (B, 256, 3, 3)
+        ExtraLayer("conv11", 128, 256, kernel=3, stride=1, padding=0),  # (B, 256, 1, 1)
+    ),
+    # SSD512: four halvings 32 -> 16 -> 8 -> 4 -> 2, then a 4×4 kernel with pad 1: 2 -> 1
+    (512, (64, 32, 16, 8, 4, 2, 1)): (
+        ExtraLayer("conv8", 256, 512, kernel=3, stride=2, padding=1),  # (B, 512, 16, 16)
+        ExtraLayer("conv9", 128, 256, kernel=3, stride=2, padding=1),  # (B, 256, 8, 8)
+        ExtraLayer("conv10", 128, 256, kernel=3, stride=2, padding=1),  # (B, 256, 4, 4)
+        ExtraLayer("conv11", 128, 256, kernel=3, stride=2, padding=1),  # (B, 256, 2, 2)
+        ExtraLayer("conv12", 128, 256, kernel=4, stride=1, padding=1),  # (B, 256, 1, 1)
+    ),
 }
 
 
@@ -243,7 +238,7 @@ class SSDBackbone(nn.Module):
                 ]
             )
         )
-        # (B, 1024, 19, 19) -> (B, 512, 10, 10) -> (B, 256, 5, 5) -> (B, 256, 3, 3) -> (B, 256, 1,1)
+        # (B, 1024, 19, 19) -> conv8_2 (B, 512, 10, 10) -> … -> conv11_2 (B, 256, 1, 1)
         self.extras = nn.ModuleList()
         self.out_channels = [c4, fc]
         in_ch = fc

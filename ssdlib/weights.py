@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .model import SSD, build_ssd, config_difference, config_from_dict
+from .model import SSD, VGG16_STAGES, build_ssd, config_difference, config_from_dict
 from .priors import SSD300_COCO, PriorConfig
 from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_save
 
@@ -108,10 +108,11 @@ def _base_layer(model: SSD, name: str) -> nn.Module:
 
 
 # -- ImageNet VGG16 -> the base network (SSD §3) -------------------------------------------------
-VGG16_CONVS = [
-    f"conv{s}_{i}" for s, n in enumerate((2, 2, 3, 3, 3), start=1) for i in range(1, n + 1)
+VGG16_CONVS = [  # conv1_1, conv1_2, conv2_1, …, conv5_3
+    f"conv{s}_{i}"
+    for s, stage in enumerate(VGG16_STAGES, start=1)
+    for i in range(1, len(stage) + 1)
 ]
-VGG16_FILE_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision's
 FC_SUBSAMPLE = 4  # 4096 -> 1024 units: fc6 and fc7 keep every 4th unit (and fc7 every 4th input)
 FC6_GRID = 7  # VGG16's fc6 reads a 7×7 grid of pool5 (25088 = 512 · 7 · 7 inputs)
 FC6_TAP_STRIDE = 3  # rows/columns 0, 3, 6 of that grid become the 3×3 (dilated) kernel

@@ -27,6 +27,7 @@ from ssdlib.weights import (
 
 SMALL = config_from_scales(0.2, 0.9, [(2,), (2, 3), (2, 3), (2,), (2,)], (20, 10, 5, 3, 1), 160)
 SLIM = 0.125
+VGG16_GROUP = pytest.mark.xdist_group("vgg16")  # one worker writes the 550 MB file, once
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def vgg16_file(tmp_path_factory):
 
 
 # -- ImageNet VGG16 -> base network ---------------------------------------------------------------
+@VGG16_GROUP
 def test_vgg16_backbone_from_a_local_file(vgg16_file):
     state = torch.load(vgg16_file, weights_only=True)
     model = build_ssd(SSD300_VOC, 21, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -88,6 +90,7 @@ def test_vgg16_bn_backbone():
         load_vgg16_backbone(build_ssd(SMALL, 3), state)
 
 
+@VGG16_GROUP
 def test_vgg16_needs_full_width_and_matching_norm(vgg16_file):
     with pytest.raises(ValueError, match=r"only width 1\.0.*width 0\.5"):
         load_vgg16_backbone(build_ssd(SMALL, 3, width=0.5), vgg16_file)
