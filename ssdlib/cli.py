@@ -1,0 +1,385 @@
+"""The command line: ``python -m ssdlib {train,evaluate,detect,export} ...``.
+
+    python -m ssdlib train --preset cpu-tiny --dataset shapes --max-minutes 15 --out runs/tiny
+    python -m ssdlib evaluate --checkpoint runs/tiny/best.pt --dataset shapes --split val
+    python -m ssdlib detect --checkpoint data/model.pt photo.jpg --out detections/
+    python -m ssdlib export --checkpoint runs/tiny/best.pt --out data/model.pt
+
+Each command is a thin shell over the library (:func:`ssdlib.train.train`,
+:func:`ssdlib.evaluate.evaluate`, ``SSD.detect``, :func:`ssdlib.weights.save_model`). Expected
+failures (a missing dataset, a checkpoint that does not fit, a bad option) end with one line on
+stderr and a non-zero exit; ``--traceback`` shows the whole story.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from .priors import SSD300_COCO
+from .train import PRESETS, load_checkpoint, model_from_checkpoint, preset, train
+
+DATASETS = ("shapes", "voc", "coco")
+SHAPES_TRAIN_IMAGES = 20_000  # scenes per epoch; drawn on the fly, so the size costs no disk
+SHAPES_VAL_IMAGES = 500  # the shapes validation split: enough for a stable mAP, ~10 s to score
+SHAPES_DATA_SEED = 0  # which shapes world; --seed varies the training, not the data
+VOC_TRAIN_YEARS = ("2007", "2012")  # the paper's "07+12" trainval (SSD §3.1)
+DETECT_SCORE_THRESHOLD = 0.4  # for pictures: the paper's 0.01 suits mAP, but draws clutter
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # 2 as argparse; 130 = 128 + SIGINT
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# -- datasets ----------------------------------------------------------------------------------
+
+
+def _with_classes(dataset: Dataset, classes: Sequence[str]) -> Dataset:
+    dataset.classes = list(classes)  # type: ignore[attr-defined]
+    return dataset
+
+
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` items (for quick checks), keeping ``.classes``."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return _with_classes(Subset(dataset, range(limit)), dataset.classes)
+
+
+def _coco_paths(root: Path, split: str) -> tuple[Path, Path]:
+    """``root/{split}2017`` and ``root/annotations/instances_{split}2017.json``."""
+    return root / f"{split}2017", root / "annotations" / f"instances_{split}2017.json"
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    if args.data_root is None:
+        raise ValueError(f"--dataset {args.dataset} needs --data-root DIR (where it is on disk)")
+    root = Path(args.data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data-root {root} is not a directory")
+    return root
+
+
+def train_dataset(args: argparse.Namespace, image_size: int) -> Dataset:
+    """The augmented training set of ``--dataset`` (images ``image_size`` square)."""
+    from .data.coco import CocoDataset
+    from .data.shapes import ShapesDataset
+    from .data.transforms import train_transform
+    from .data.voc import VOCDataset
+
+    transform = train_transform(image_size)
+    if args.dataset == "shapes":
+        n = args.limit or SHAPES_TRAIN_IMAGES
+        return ShapesDataset(n, image_size, SHAPES_DATA_SEED, "train", transforms=transform)
+    root = _data_root(args)
+    if args.dataset == "voc":  # difficult objects are left out of training, as in the paper
+        parts = [
+            VOCDataset(root, y, "trainval", transform, keep_difficult=False) for y in args.voc_years
+        ]
+        data = _with_classes(ConcatDataset(parts), parts[0].classes)
+    else:
+        images, annotations = _coco_paths(root, "train")
+        data = CocoDataset(images, annotations, transform)
+    return _limit(data, args.limit)
+
+
+def eval_dataset(args: argparse.Namespace, split: str, image_size: int) -> Dataset:
+    """The evaluation set: original image sizes (``detect`` resizes), difficult boxes kept."""
+    from .data.coco import CocoDataset
+    from .data.shapes import ShapesDataset
+    from .data.voc import VOCDataset
+
+    if args.dataset == "shapes":
+        n = args.limit or SHAPES_VAL_IMAGES
+        return ShapesDataset(n, image_size, SHAPES_DATA_SEED, split)
+    root = _data_root(args)
+    if args.dataset == "voc":  # the paper's numbers are on VOC2007 test
+        data = VOCDataset(root, "2007", split, keep_difficult=True)
+    else:
+        data = CocoDataset(*_coco_paths(root, split))
+    return _limit(data, args.limit)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _jsonable(x: Any) -> Any:
+    """nan -> null (JSON has no nan), tensors and NumPy scalars -> numbers."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _jsonable(x.tolist())
+    if hasattr(x, "item") and not isinstance(x, str):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(_jsonable(obj), indent=2))
+
+
+def load_any_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """A network from a training checkpoint (``last.pt``/``best.pt``) or an exported model file."""
+    from .weights import load_model
+
+    try:
+        return model_from_checkpoint(load_checkpoint(path), device)
+    except ValueError as err:
+        if "not a training checkpoint" not in str(err):
+            raise
+    return load_model(path, map_location=device)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = preset(args.preset)
+    overrides: dict[str, Any] = {"seed": args.seed}
+    if args.dataset == "coco" and config.priors.name == "SSD300_VOC":
+        overrides["priors"] = SSD300_COCO  # COCO's smaller objects get smaller boxes (§3.4)
+    if args.epochs or args.max_minutes or args.max_steps:  # replaces the preset's budget
+        overrides.update(epochs=args.epochs, max_minutes=args.max_minutes, max_steps=args.max_steps)
+    for key in ("batch_size", "width", "lr", "eval_every", "num_workers"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    config = dataclasses.replace(config, **overrides)
+    size = config.priors.image_size
+    train_set = train_dataset(args, size)
+    val_set = None if args.no_val else eval_dataset(args, _default_val_split(args.dataset), size)
+    result = train(
+        config,
+        train_set,
+        val_set,
+        out_dir=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_json(
+            {
+                "out_dir": result.out_dir,
+                "steps": result.step,
+                "stopped_by": result.stopped_by,
+                "best": result.best,
+                "last_row": result.history[-1] if result.history else None,
+            }
+        )
+    return 0
+
+
+def _default_val_split(dataset: str) -> str:
+    return "test" if dataset == "voc" else "val"  # VOC: 2007 test, the paper's benchmark
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    device = torch.device(args.device) if args.device else _default_device()
+    model = load_any_model(args.checkpoint, device)
+    data = eval_dataset(args, args.split, model.cfg.image_size)
+    metrics = evaluate(
+        model, data, batch_size=args.batch_size, device=device, num_workers=args.workers,
+        progress=not args.quiet,
+    )  # fmt: skip
+    _print_json(metrics)
+    return 0
+
+
+def _default_device() -> torch.device:
+    from .utils import default_device
+
+    return default_device()
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .data.common import read_image, tensor_to_uint8
+
+    device = torch.device(args.device) if args.device else _default_device()
+    model = load_any_model(args.checkpoint, device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = []
+    for path in map(Path, args.images):
+        image = read_image(path)  # (3, H, W) in [0, 1]; a clear error for a missing file
+        det = model.detect([image], score_threshold=args.score_threshold)[0]
+        picture = draw_detections(Image.fromarray(tensor_to_uint8(image)), det, model.class_names)
+        target = out_dir / f"{path.stem}.png"
+        picture.save(target)
+        report.append(
+            {
+                "image": str(path),
+                "output": str(target),
+                "detections": [
+                    {"label": model.class_names[int(c)], "score": round(float(s), 4),
+                     "box": [round(float(v), 1) for v in b]}
+                    for b, s, c in zip(det["boxes"], det["scores"], det["labels"], strict=True)
+                ],
+            }
+        )  # fmt: skip
+    _print_json(report)
+    return 0
+
+
+LABEL_COLORS = (  # tab10, as the notebooks' figures
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)  # fmt: skip
+LINE_FRACTION = 1 / 150  # box outline width as a fraction of the image's shorter side
+
+
+def draw_detections(image, detections: dict[str, torch.Tensor], class_names: Sequence[str]):
+    """A copy of the PIL ``image`` with each box (xyxy pixels) outlined and labelled
+    "name score", coloured by class."""
+    from PIL import ImageDraw, ImageFont
+
+    picture = image.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    line = max(1, round(min(picture.size) * LINE_FRACTION))
+    font = ImageFont.load_default(size=max(10, 5 * line))
+    for box, score, label in zip(
+        detections["boxes"].tolist(), detections["scores"].tolist(),
+        detections["labels"].tolist(), strict=True,
+    ):  # fmt: skip
+        color = LABEL_COLORS[label % len(LABEL_COLORS)]
+        draw.rectangle(box, outline=color, width=line)
+        text = f"{class_names[label]} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font)
+        lift = bottom - top + 2 * line  # put the label above the box, inside the image
+        y = box[1] - lift if box[1] >= lift else box[1]
+        draw.rectangle((left, y, right + 2 * line, y + lift), fill=color)
+        draw.text((box[0] + line, y + line), text, fill=(255, 255, 255), font=font)
+    return picture
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .weights import save_model
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt)
+    extra = {"step": ckpt["step"], "preset": ckpt["config"]["name"], "best": ckpt["best"]}
+    path = save_model(model, args.out, extra=extra)  # fp32: the model file stays exact
+    _print_json(
+        {
+            "output": path,
+            "megabytes": round(path.stat().st_size / 2**20, 2),
+            "model": repr(model),
+            "step": ckpt["step"],
+        }
+    )
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--data-root", help="folder holding VOCdevkit (voc) or train2017/ (coco)")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N images (a quick run)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA if present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m ssdlib", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (ssdlib.train)")
+    p.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    _add_data_options(p)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_positive_int)
+    budget.add_argument("--max-minutes", type=_positive_float)
+    budget.add_argument("--max-steps", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, help="global batch (split over GPUs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=_positive_float, help="override the preset's channel width")
+    p.add_argument("--lr", type=_positive_float, help="override the preset's learning rate")
+    p.add_argument("--eval-every", type=int, help="steps between validations (0: at the end)")
+    p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader processes")
+    p.add_argument("--no-val", action="store_true", help="skip validation (best.pt = last)")
+    p.add_argument(
+        "--voc-years", type=lambda s: s.split(","), default=list(VOC_TRAIN_YEARS),
+        help="VOC trainval years to train on, comma-separated (default 2007,2012)",
+    )  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="start again even if --out has a run")
+    p.add_argument("--out", required=True, help="run directory: last.pt, best.pt, metrics.csv")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="print a checkpoint's mAP as JSON")
+    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt, or an exported model")
+    _add_data_options(p)
+    p.add_argument("--split", default="val", help="shapes: val|test; voc: test|val; coco: val")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("detect", help="draw a model's detections on images")
+    p.add_argument("--checkpoint", required=True, help="last.pt / best.pt, or an exported model")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", default="detections", help="folder for the drawn images")
+    p.add_argument("--score-threshold", type=float, default=DETECT_SCORE_THRESHOLD)
+    p.add_argument("--device", help="cpu, cuda ... (default: CUDA if present)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("export", help="training checkpoint -> small model file (save_model)")
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pt)")
+    p.add_argument("--out", required=True, help="the model file to write, e.g. data/model.pt")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, ValueError, RuntimeError) as err:
+        if args.traceback:
+            raise
+        message = " ".join(str(err).split())  # one line, whatever the message's layout
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,159 @@
+"""The command line, end to end on tiny runs: train -> evaluate -> detect -> export, and the
+one-line errors for a missing dataset, a checkpoint that does not fit, an unknown preset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssdlib.cli import main
+from ssdlib.data.common import tensor_to_uint8
+from ssdlib.data.shapes import CLASSES, ShapesDataset
+from ssdlib.train import LAST, load_checkpoint, model_from_checkpoint
+from ssdlib.weights import load_model
+
+# cpu-tiny's geometry at an eighth of VGG16's width, 8 images, batch 4: two steps take seconds.
+TINY_TRAIN = [
+    "train", "--preset", "cpu-tiny", "--dataset", "shapes", "--limit", "8", "--batch-size", "4",
+    "--width", "0.125", "--max-steps", "2", "--eval-every", "0", "--quiet",
+]  # fmt: skip
+
+
+def replace_option(argv: list[str], flag: str, value: str) -> list[str]:
+    i = argv.index(flag)
+    return [*argv[: i + 1], value, *argv[i + 2 :]]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One tiny training run shared by the tests that need a checkpoint."""
+    out = tmp_path_factory.mktemp("run")
+    assert main([*TINY_TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def test_train(run_dir, capsys):
+    assert {p.name for p in run_dir.iterdir()} >= {"last.pt", "best.pt", "metrics.csv"}
+    ckpt = load_checkpoint(run_dir / LAST)
+    assert ckpt["step"] == 2 and ckpt["config"]["name"] == "cpu-tiny"
+    assert ckpt["config"]["width"] == 0.125 and ckpt["config"]["batch_size"] == 4
+    assert "val_map" in ckpt["history"][-1]  # validated at the end
+
+    # --resume with a larger budget continues from step 2; the summary goes to stdout as JSON.
+    more = replace_option(TINY_TRAIN, "--max-steps", "3")
+    code, out, _ = run(capsys, *more, "--resume", "--out", str(run_dir))
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["steps"] == 3 and summary["stopped_by"] == "max_steps"
+
+
+def test_evaluate_prints_metrics_as_json(run_dir, capsys):
+    code, out, _ = run(
+        capsys, "evaluate", "--checkpoint", str(run_dir / "best.pt"), "--dataset", "shapes",
+        "--limit", "4", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads(out)
+    assert metrics["num_images"] == 4
+    for key in ("map", "map_50", "voc07_map", "voc_map", "ap_per_class"):
+        assert key in metrics
+    assert metrics["map"] is None or 0 <= metrics["map"] <= 1  # nan is written as null
+
+
+def test_detect_draws_labelled_boxes(run_dir, tmp_path, capsys):
+    image = ShapesDataset(1, 128, seed=0, split="test")[0][0]
+    path = tmp_path / "scene.png"
+    Image.fromarray(tensor_to_uint8(image)).save(path)
+    out_dir = tmp_path / "drawn"
+    code, out, _ = run(
+        capsys, "detect", "--checkpoint", str(run_dir / LAST), str(path), "--out", str(out_dir),
+        "--score-threshold", "0.0",
+    )  # fmt: skip
+    assert code == 0
+    (report,) = json.loads(out)
+    assert report["output"] == str(out_dir / "scene.png")
+    assert len(report["detections"]) > 0  # threshold 0: even an untrained model draws boxes
+    first = report["detections"][0]
+    assert set(first) == {"label", "score", "box"} and first["label"] in CLASSES
+    drawn = np.asarray(Image.open(out_dir / "scene.png"))
+    assert drawn.shape == (128, 128, 3)
+    assert (drawn != np.asarray(Image.open(path))).any()  # boxes were drawn
+
+
+def test_export_writes_a_model_file(run_dir, tmp_path, capsys):
+    target = tmp_path / "data" / "model.pt"
+    code, out, _ = run(
+        capsys, "export", "--checkpoint", str(run_dir / "best.pt"), "--out", str(target)
+    )
+    assert code == 0 and json.loads(out)["output"] == str(target)
+    exported = load_model(target)
+    original = model_from_checkpoint(run_dir / "best.pt")
+    assert exported.cfg == original.cfg and exported.class_names == original.class_names
+    for key, value in original.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == exported.state_dict()[key].dtype  # fp32 kept
+            assert torch.equal(value, exported.state_dict()[key]), key
+    # The model file works where a checkpoint does.
+    code, out, _ = run(
+        capsys, "evaluate", "--checkpoint", str(target), "--dataset", "shapes", "--limit", "2",
+        "--quiet",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["num_images"] == 2
+
+
+# -- errors: one line, no traceback, non-zero exit ------------------------------------------------
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_dataset(run_dir, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "train", "--preset", "cpu-tiny", "--dataset", "voc", "--data-root",
+        str(tmp_path), "--max-steps", "1", "--out", str(tmp_path / "voc"),
+    )  # fmt: skip
+    assert code == 1
+    line = one_line_error(err)
+    assert "VOC2007" in line and "not found" in line
+    code, _, err = run(
+        capsys, "evaluate", "--checkpoint", str(run_dir / LAST), "--dataset", "coco",
+    )  # fmt: skip
+    assert code == 1 and "--data-root" in one_line_error(err)
+
+
+def test_checkpoint_of_another_config(run_dir, tmp_path, capsys):
+    wider = replace_option(TINY_TRAIN, "--width", "0.25")
+    code, _, err = run(capsys, *wider, "--resume", "--out", str(run_dir))
+    assert code == 1
+    assert "width=0.125" in one_line_error(err) and "width=0.25" in err
+    csv = run_dir / "metrics.csv"
+    code, _, err = run(capsys, "export", "--checkpoint", str(csv), "--out", str(tmp_path / "m"))
+    assert code == 1 and "metrics.csv" in one_line_error(err)
+
+
+def test_unknown_preset_exits_with_one_line():
+    # A real process: `python -m ssdlib` and its exit status.
+    result = subprocess.run(
+        [sys.executable, "-m", "ssdlib", "train", "--preset", "ssd9000", "--dataset", "shapes",
+         "--out", "x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    line = one_line_error(result.stderr)
+    assert "invalid choice: 'ssd9000'" in line and "cpu-tiny" in line
