@@ -64,9 +64,9 @@ def _snap(x: float) -> float:
 
 def _cos_sin(angle: float) -> tuple[float, float]:
     """cos and sin rounded to 1/65536, for the same reason as SNAP."""
-    return round(math.cos(angle) * TRIG_SNAP) / TRIG_SNAP, round(
-        math.sin(angle) * TRIG_SNAP
-    ) / TRIG_SNAP
+    c = round(math.cos(angle) * TRIG_SNAP) / TRIG_SNAP
+    s = round(math.sin(angle) * TRIG_SNAP) / TRIG_SNAP
+    return c, s
 
 
 def _polygon(radii: list[float], start_deg: float) -> np.ndarray:
