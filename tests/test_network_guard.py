@@ -18,3 +18,14 @@ def test_loopback_is_allowed():
     client.connect(server.getsockname())
     client.close()
     server.close()
+
+
+def test_local_unix_sockets_are_allowed(tmp_path):
+    path = str(tmp_path / "s")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    client.close()
+    server.close()
