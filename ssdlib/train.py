@@ -462,11 +462,6 @@ class TrainResult:
     out_dir: Path | None
 
 
-def _unwrap(model: nn.Module) -> SSD:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DistributedDataParallel
-
-
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Weight decay on conv weights only: biases and norm scales are not decayed (the released
     Caffe SSD gives biases decay_mult 0)."""
@@ -538,6 +533,152 @@ def _budget(config: TrainConfig, steps_per_epoch: int) -> int | None:
     return min(limits) if limits else None
 
 
+@dataclass
+class RunState:
+    """Where a run stands: with the weights, optimiser, scaler and RNGs, all a resume needs."""
+
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # the epoch in progress
+    batch_in_epoch: int = 0  # batches of this epoch consumed (a resume skips them)
+    elapsed_s: float = 0.0  # wall-clock seconds so far, across resumes (for max_minutes)
+    history: list[dict[str, float]] = field(default_factory=list)  # the rows of metrics.csv
+    loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loc, conf, steps
+    # since the last row: a row's losses are means over its steps
+    best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"}: best.pt
+
+
+class _Run:
+    """The pieces of one run: network, optimiser, precision, loss, and their checkpoints."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        class_names: list[str],
+        model: SSD | None,
+        d: _Dist,
+        out_dir: Path | None,
+    ):
+        self.config, self.d, self.out_dir, device = config, d, out_dir, d.device
+        seed_everything(config.seed)  # the same initial weights in every process
+        if model is None:
+            model = build_ssd(
+                config.priors, len(class_names), config.width, config.batch_norm, class_names
+            )
+        elif model.cfg != config.priors or model.num_classes != len(class_names):
+            raise ValueError(
+                f"the model ({model!r}) does not match the config's priors {config.priors!r} "
+                f"and the dataset's {len(class_names)} classes"
+            )
+        self.model = model.to(device)
+        self.channels_last = device.type == "cuda" and config.channels_last
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = _make_optimizer(self.model, config)
+        self.amp_dtype = _autocast_dtype(config.amp, device)
+        fp16 = self.amp_dtype == torch.float16  # bf16 has fp32's range: no scaling needed
+        self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
+        self.loss_fn = MultiBoxLoss(config.neg_pos_ratio)
+        self.state = RunState(best={"metric": config.best_metric, "value": -math.inf, "step": -1})
+
+    def wrap(self) -> nn.Module:
+        """The module the steps call: DDP over several processes, compiled if asked."""
+        net: nn.Module = self.model
+        if self.d.world_size > 1:
+            device = self.d.device
+            ids = [device.index] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        return torch.compile(net) if self.config.compile else net
+
+    def step(self, net: nn.Module, images: Tensor, loc_targets: Tensor, labels: Tensor, lr: float):
+        """One optimiser step on a batch; returns the (loc, conf) losses of the global batch.
+
+        Raises :class:`NonFiniteLossError` before the weights change if a loss is inf/nan.
+        """
+        config, d = self.config, self.d
+        # Divide by the positives of the whole global batch, per process: the averaged
+        # gradients of DDP then equal one process's gradients on the whole batch.
+        positives = _all_reduce_sum((labels > 0).sum().float(), d)
+        normalizer = positives.clamp(min=1) / d.world_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(
+            d.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            loc_pred, conf_pred = net(images)  # (B, P, 4), (B, P, K)
+        loc_loss, conf_loss = self.loss_fn(loc_pred, conf_pred, loc_targets, labels, normalizer)
+
+        terms = _all_reduce_sum(torch.stack([loc_loss.detach(), conf_loss.detach()]), d)
+        loc, conf = (terms / d.world_size).tolist()  # the global batch's losses
+        if not (math.isfinite(loc) and math.isfinite(conf)):
+            raise self.non_finite(loc, conf, lr, "loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loc_loss + conf_loss
+        if self.scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if config.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            if self.scaler is None and not torch.isfinite(norm):  # (the scaler skips those)
+                raise self.non_finite(loc, conf, lr, "gradient norm")
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return loc, conf
+
+    def non_finite(self, loc: float, conf: float, lr: float, what: str) -> NonFiniteLossError:
+        config, step = self.config, self.state.step
+        if what == "loss":
+            what = "localisation (loc) loss" if not math.isfinite(loc) else "confidence (conf) loss"
+        out = self.out_dir
+        where = f"; {out / LAST} holds the last checkpoint" if out is not None else ""
+        return NonFiniteLossError(
+            f"step {step}: the {what} is not finite (loc {loc}, conf {conf}); training stopped "
+            f"before this step changed the weights{where}. Try a lower learning rate "
+            f"(lr={lr:.3g} at this step), a longer warmup (warmup_steps={config.warmup_steps}), "
+            f"full fp32 (amp='off', now {config.amp!r}) or gradient clipping "
+            f"(grad_clip={config.grad_clip})."
+        )
+
+    def save(self, name: str) -> None:
+        """Write a checkpoint atomically (main process only)."""
+        if self.out_dir is None or not self.d.is_main:
+            return
+        s = self.state
+        atomic_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": self.model.state_dict(),
+                "model_args": self.model.build_args(),
+                "optimizer": self.optimizer.state_dict(),
+                # The schedule is a function of (step, progress) and the config: nothing more.
+                "scheduler": {"schedule": self.config.schedule, "step": s.step},
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": _rng_state(),
+                "data": {"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch},
+                "state": dataclasses.asdict(s),
+                "step": s.step,
+                "epoch": s.epoch,
+                "config": self.config.to_dict(),
+                "world_size": self.d.world_size,
+            },
+            self.out_dir / name,
+        )
+
+    def restore(self, path: Path, class_names: list[str]) -> None:
+        ckpt = load_checkpoint(path)
+        _check_resumable(ckpt, self.config, class_names, path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt["scaler"] is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = RunState(**ckpt["state"])
+        _set_rng_state(ckpt["rng"])
+
+
 def train(
     config: TrainConfig,
     train_set: Dataset,
@@ -579,7 +720,6 @@ def train(
 def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, progress, model):
     from tqdm.auto import tqdm
 
-    device = d.device
     if config.batch_size % d.world_size:
         raise ValueError(
             f"batch_size {config.batch_size} does not split over {d.world_size} processes"
@@ -605,118 +745,69 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
             "overwrite=True to start again, or choose another directory"
         )
 
-    # The network, the optimiser, the precision.
-    seed_everything(config.seed)  # the same initial weights in every process
-    if model is None:
-        model = build_ssd(
-            config.priors, len(class_names), config.width, config.batch_norm, class_names
-        )
-    elif model.cfg != config.priors or model.num_classes != len(class_names):
-        raise ValueError(
-            f"the model ({model!r}) does not match the config's priors {config.priors!r} "
-            f"and the dataset's {len(class_names)} classes"
-        )
-    model.to(device)
-    if device.type == "cuda" and config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = _make_optimizer(model, config)
-    amp_dtype = _autocast_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    loss_fn = MultiBoxLoss(config.neg_pos_ratio)
-
-    # Where we are. A resume restores all of it.
-    step, epoch, batch_in_epoch, elapsed_before = 0, 0, 0, 0.0
-    history: list[dict[str, float]] = []
-    meter = {"loc": 0.0, "conf": 0.0, "n": 0}  # losses summed since the last metrics row
-    best = {"metric": config.best_metric, "value": -math.inf, "step": -1}
+    run = _Run(config, class_names, model, d, out_dir)
     if resume:
-        ckpt = load_checkpoint(out_dir / LAST, map_location="cpu")
-        _check_resumable(ckpt, config, class_names, out_dir / LAST)
-        _unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        step, epoch = ckpt["step"], ckpt["data"]["epoch"]
-        batch_in_epoch, elapsed_before = ckpt["data"]["batch_in_epoch"], ckpt["elapsed_s"]
-        history, meter, best = ckpt["history"], ckpt["meter"], ckpt["best"]
-        _set_rng_state(ckpt["rng"])
-
-    train_model: nn.Module = model
-    if d.world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if config.compile:
-        train_model = torch.compile(train_model)
-    priors = model.priors  # (P, 4) on the device
-    image_size = config.priors.image_size
+        run.restore(out_dir / LAST, class_names)
+    s = run.state  # where we are: updated in place below
+    net = run.wrap()
+    device, priors, size = d.device, run.model.priors, config.priors.image_size  # (P, 4) priors
+    # Matching runs in the main process on the training device (assign_in_workers=False): on
+    # the 2-core CPU it costs 1.3 ms per cpu-tiny batch of 16 (1524 default boxes), against
+    # 80 ms to draw and augment the batch and 630 ms for the step (best of 6; cpu-tiny preset,
+    # torch 2.14 on 2 shared cores), so moving it into the workers cannot gain anything
+    # measurable there; on a GPU it takes well under a millisecond on the device.
     collate_fn = TargetCollate(
-        priors.cpu() if config.assign_in_workers else None, image_size, config.match_iou
+        priors.cpu() if config.assign_in_workers else None, size, config.match_iou
     )
     samples = SeededSamples(train_set, config.seed)
-    logger = _MetricsLog(out_dir, history, d.is_main)
+    logger = _MetricsLog(out_dir, s.history, d.is_main)
     bar = tqdm(
         total=total_steps,
-        initial=step,
+        initial=s.step,
         disable=not (progress and d.is_main),
         desc=f"train {config.name}",
         unit="step",
     )
 
-    def progress_fraction(elapsed: float) -> float:
-        fractions = [step / total_steps] if total_steps else []
+    def budget_used(elapsed: float) -> float:
+        """The fraction of the budget used: of the steps, or of the minutes."""
+        fractions = [s.step / total_steps] if total_steps else []
         if config.max_minutes is not None:
             fractions.append(elapsed / (60 * config.max_minutes))
         return max(fractions)
 
-    def checkpoint(path_name: str) -> None:
-        if out_dir is None or not d.is_main:
-            return
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "model": _unwrap(model).state_dict(),
-            "model_args": _unwrap(model).build_args(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": config.schedule, "step": step, "progress": progress_now},
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": _rng_state(),
-            "data": {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "seed": config.seed},
-            "step": step,
-            "epoch": epoch,
-            "elapsed_s": elapsed,
-            "config": config.to_dict(),
-            "history": history,
-            "meter": meter,
-            "best": best,
-            "world_size": d.world_size,
-        }
-        atomic_save(state, out_dir / path_name)
+    def stop_reason() -> str:
+        if total_steps is not None and s.step >= total_steps:
+            by_epochs = config.epochs is not None and s.step >= config.epochs * steps_per_epoch
+            return "epochs" if by_epochs else "max_steps"
+        if config.max_minutes is not None and s.elapsed_s >= 60 * config.max_minutes:
+            return "max_minutes"
+        return ""
 
-    def validate() -> dict[str, float]:
-        metrics: dict[str, float] = {}
+    def validate() -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
         if val_set is not None and d.is_main:
             subset = val_set
             if config.eval_images is not None and config.eval_images < len(val_set):
                 subset = torch.utils.data.Subset(val_set, range(config.eval_images))
-            metrics = evaluate(_unwrap(model), subset, config.batch_size, device, progress=False)
+            metrics = evaluate(run.model, subset, config.batch_size, device, progress=False)
         if d.world_size > 1:
-            dist.barrier()
+            dist.barrier()  # the other processes wait for the main one's validation
         return metrics
 
-    start_time = time.perf_counter()
-    elapsed, progress_now = elapsed_before, progress_fraction(elapsed_before)
-    last_log_time, last_log_step = start_time, step
-    stopped_by = ""
-    model.train()
+    start, elapsed_before = time.perf_counter(), s.elapsed_s
+    last_row_time, last_row_step = start, s.step
+    stopped_by = stop_reason()  # a finished run, resumed with the same budget, stays finished
+    run.model.train()
     while not stopped_by:
         batches = epoch_batches(
             len(train_set),
             config.batch_size,
             config.seed,
-            epoch,
+            s.epoch,
             d.rank,
             d.world_size,
-            batch_in_epoch,
+            s.batch_in_epoch,
         )
         loader = DataLoader(
             samples,
@@ -724,144 +815,86 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
             collate_fn=collate_fn,
             num_workers=config.num_workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=False,
         )
         for images, targets, loc_targets, labels in loader:
-            # 1-2. The batch and its targets.
+            # The batch and its targets, then one step.
             images = images.to(device, non_blocking=True)
-            if device.type == "cuda" and config.channels_last:
+            if run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             if loc_targets is None:
-                loc_targets, labels = match_batch(targets, priors, image_size, config.match_iou)
+                loc_targets, labels = match_batch(targets, priors, size, config.match_iou)
             loc_targets = loc_targets.to(device, non_blocking=True)  # (B, P, 4)
             labels = labels.to(device, non_blocking=True)  # (B, P)
-            # Divide by the positives of the whole global batch, per process: the averaged
-            # gradients of DDP then equal one process's gradients on the whole batch.
-            positives = _all_reduce_sum((labels > 0).sum().float(), d)
-            normalizer = positives.clamp(min=1) / d.world_size
+            lr = config.lr * lr_factor(config, s.step, budget_used(s.elapsed_s))
+            loc, conf = run.step(net, images, loc_targets, labels, lr)
 
-            # 3. Forward and loss.
-            lr = config.lr * lr_factor(config, step, progress_now)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loc_pred, conf_pred = train_model(images)  # (B, P, 4), (B, P, K)
-            loc_loss, conf_loss = loss_fn(loc_pred, conf_pred, loc_targets, labels, normalizer)
-
-            # 4. Stop on a non-finite loss, before it reaches the weights.
-            terms = _all_reduce_sum(torch.stack([loc_loss.detach(), conf_loss.detach()]), d)
-            loc_value, conf_value = (terms / d.world_size).tolist()
-            if not (math.isfinite(loc_value) and math.isfinite(conf_value)):
-                raise _non_finite(step, loc_value, conf_value, lr, config, out_dir)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loc_loss + conf_loss
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if config.grad_clip is not None:
-                norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                if scaler is None and not torch.isfinite(norm):
-                    raise _non_finite(step, loc_value, conf_value, lr, config, out_dir, "grad")
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-
-            # Bookkeeping: position, budget, logs, validation, checkpoints.
-            step += 1
-            batch_in_epoch += 1
-            meter["loc"] += loc_value
-            meter["conf"] += conf_value
-            meter["n"] += 1
-            elapsed = elapsed_before + time.perf_counter() - start_time
-            if d.world_size > 1 and config.max_minutes is not None:  # all stop together
-                elapsed = float(_all_reduce_max(torch.tensor(elapsed), d))
-            progress_now = progress_fraction(elapsed)
-            if total_steps is not None and step >= total_steps:
-                at_epoch_limit = config.epochs is not None and step >= config.epochs * (
-                    steps_per_epoch
-                )
-                stopped_by = "epochs" if at_epoch_limit else "max_steps"
-            elif config.max_minutes is not None and elapsed >= 60 * config.max_minutes:
-                stopped_by = "max_minutes"
-            if batch_in_epoch == steps_per_epoch:  # the next step starts a new epoch
-                epoch, batch_in_epoch = epoch + 1, 0
-            evaluate_now = bool(stopped_by) or (
-                config.eval_every > 0 and step % config.eval_every == 0
+            # Bookkeeping: position, budget, metrics, validation, checkpoints.
+            s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
+            if s.batch_in_epoch == steps_per_epoch:  # the next batch starts a new epoch
+                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+            s.loss_sums = [s.loss_sums[0] + loc, s.loss_sums[1] + conf, s.loss_sums[2] + 1]
+            s.elapsed_s = elapsed_before + time.perf_counter() - start
+            if d.world_size > 1 and config.max_minutes is not None:  # all stop at one step
+                s.elapsed_s = _all_reduce_max(s.elapsed_s, d)
+            stopped_by = stop_reason()
+            validating = bool(stopped_by) or (
+                config.eval_every > 0 and s.step % config.eval_every == 0
             )
-            metrics = validate() if evaluate_now and val_set is not None else {}
-            if step % config.log_every == 0 or evaluate_now:
+            metrics = validate() if validating else {}
+            if s.step % config.log_every == 0 or validating:
                 now = time.perf_counter()
-                row = {
-                    "step": step,
-                    "epoch": epoch + batch_in_epoch / steps_per_epoch,
-                    "loss": (meter["loc"] + meter["conf"]) / meter["n"],
-                    "loc_loss": meter["loc"] / meter["n"],
-                    "conf_loss": meter["conf"] / meter["n"],
-                    "lr": lr,
-                    "images_per_s": (step - last_log_step)
-                    * config.batch_size
-                    / max(now - last_log_time, 1e-9),
-                    "elapsed_s": elapsed,
-                }
-                for key in ("map", "map_50", "voc07_map"):
-                    if key in metrics:
-                        row[f"val_{key}"] = metrics[key]
-                history.append(row)
+                speed = (
+                    (s.step - last_row_step) * config.batch_size / max(now - last_row_time, 1e-9)
+                )
+                row = _metrics_row(s, steps_per_epoch, lr, speed, metrics)
+                s.history.append(row)
                 logger.write(row)
-                meter = {"loc": 0.0, "conf": 0.0, "n": 0}
-                last_log_time, last_log_step = now, step
-                bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{row['images_per_s']:.1f}")
+                s.loss_sums = [0.0, 0.0, 0.0]
+                last_row_time, last_row_step = now, s.step
+                bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{speed:.1f}")
             bar.update(1)
-            if metrics:
-                value = metrics.get(config.best_metric, math.nan)
-                if math.isfinite(value) and value > best["value"]:
-                    best = {"metric": config.best_metric, "value": value, "step": step}
-                    checkpoint(BEST)
-            if evaluate_now or step % config.checkpoint_every == 0:
-                checkpoint(LAST)
+            value = metrics.get(config.best_metric, math.nan)
+            if math.isfinite(value) and value > s.best["value"]:
+                s.best = {"metric": config.best_metric, "value": value, "step": s.step}
+                run.save(BEST)
+            if validating or s.step % config.checkpoint_every == 0:
+                run.save(LAST)
             if stopped_by:
                 break
-        del loader
     bar.close()
     logger.close()
-    if val_set is None or best["step"] < 0:  # no validation: best.pt is the last weights
-        best = {"metric": config.best_metric, "value": math.nan, "step": step}
-        checkpoint(BEST)
-    model.eval()
-    return TrainResult(model, history, step, stopped_by, best, out_dir)
+    if s.best["step"] < 0:  # no validation: best.pt holds the last weights
+        s.best = {"metric": config.best_metric, "value": math.nan, "step": s.step}
+        run.save(BEST)
+    run.model.eval()
+    return TrainResult(run.model, s.history, s.step, stopped_by, s.best, out_dir)
 
 
-def _all_reduce_max(t: Tensor, d: _Dist) -> Tensor:
-    t = t.to(d.device)
+def _metrics_row(
+    s: RunState, steps_per_epoch: int, lr: float, speed: float, metrics: dict[str, Any]
+) -> dict[str, float]:
+    """One row of metrics.csv: losses averaged since the previous row, and validation."""
+    loc, conf, n = s.loss_sums
+    row = {
+        "step": s.step,
+        "epoch": s.epoch + s.batch_in_epoch / steps_per_epoch,
+        "loss": (loc + conf) / n,
+        "loc_loss": loc / n,
+        "conf_loss": conf / n,
+        "lr": lr,
+        "images_per_s": speed,
+        "elapsed_s": s.elapsed_s,
+    }
+    for key in ("map", "map_50", "voc07_map"):
+        if key in metrics:
+            row[f"val_{key}"] = metrics[key]
+    return row
+
+
+def _all_reduce_max(value: float, d: _Dist) -> float:
+    t = torch.tensor(value, dtype=torch.float64, device=d.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.cpu()
-
-
-def _non_finite(
-    step: int,
-    loc: float,
-    conf: float,
-    lr: float,
-    config: TrainConfig,
-    out_dir: Path | None,
-    what: str = "loss",
-) -> NonFiniteLossError:
-    if what == "grad":
-        term = "gradient norm"
-    else:
-        term = "localisation (loc) loss" if not math.isfinite(loc) else "confidence (conf) loss"
-    where = f"; {out_dir / LAST} holds the last good checkpoint" if out_dir is not None else ""
-    return NonFiniteLossError(
-        f"step {step}: the {term} is not finite "
-        f"(loc {loc}, conf {conf}); training stopped before this step changed the weights"
-        f"{where}. Try a lower learning rate (lr={lr:.3g} at this step), a longer warmup "
-        f"(warmup_steps={config.warmup_steps}), full fp32 (amp='off', now {config.amp!r}) or "
-        f"gradient clipping (grad_clip={config.grad_clip})."
-    )
+    return float(t)
 
 
 def _check_resumable(

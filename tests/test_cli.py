@@ -49,7 +49,7 @@ def test_train(run_dir, capsys):
     ckpt = load_checkpoint(run_dir / LAST)
     assert ckpt["step"] == 2 and ckpt["config"]["name"] == "cpu-tiny"
     assert ckpt["config"]["width"] == 0.125 and ckpt["config"]["batch_size"] == 4
-    assert "val_map" in ckpt["history"][-1]  # validated at the end
+    assert "val_map" in ckpt["state"]["history"][-1]  # validated at the end
 
     # --resume with a larger budget continues from step 2; the summary goes to stdout as JSON.
     more = replace_option(TINY_TRAIN, "--max-steps", "3")

@@ -133,10 +133,11 @@ def test_augmentation_depends_only_on_seed_epoch_index():
 # -- the run -------------------------------------------------------------------------------------
 
 
-def test_train_writes_checkpoints_and_metrics(tmp_path):
+def test_train_writes_checkpoints_and_metrics(tmp_path, device):
     val = ShapesDataset(4, 64, seed=1, split="val")
-    cfg = dataclasses.replace(TINY, eval_every=2)
-    result = train(cfg, tiny_data(), val, out_dir=tmp_path, progress=False)
+    cfg = dataclasses.replace(TINY, eval_every=2)  # on CUDA: bf16 autocast, channels_last
+    result = train(cfg, tiny_data(), val, out_dir=tmp_path, progress=False, device=device)
+    assert result.model.priors.device.type == device.type
     assert result.step == 4 and result.stopped_by == "max_steps"
     assert [row["step"] for row in result.history] == [1, 2, 3, 4]
     assert all(math.isfinite(row["loss"]) for row in result.history)
@@ -145,17 +146,25 @@ def test_train_writes_checkpoints_and_metrics(tmp_path):
     assert lines[0].split(",") == list(METRIC_COLUMNS) and len(lines) == 5
     ckpt = load_checkpoint(tmp_path / LAST)
     assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["step"] == 4
-    for key in ("model", "optimizer", "scheduler", "scaler", "rng", "data", "config", "history"):
+    for key in ("model", "optimizer", "scheduler", "scaler", "rng", "data", "config", "state"):
         assert key in ckpt
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
-    assert ckpt["data"] == {"epoch": 2, "batch_in_epoch": 0, "seed": 3}
+    assert ckpt["data"] == {"epoch": 2, "batch_in_epoch": 0}  # 4 steps of 2 per epoch
     assert (tmp_path / BEST).exists()
-    assert load_checkpoint(tmp_path / BEST)["best"]["step"] in (2, 4)
+    assert load_checkpoint(tmp_path / BEST)["state"]["best"]["step"] in (2, 4)
     model = model_from_checkpoint(tmp_path / LAST)
     for k, v in params(result.model).items():
         assert torch.equal(v, model.state_dict()[k]), k
     with pytest.raises(FileExistsError, match="resume=True"):
         train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
+
+
+def test_mixed_precision_choices():
+    cfg = dataclasses.replace(TINY, max_steps=1, amp="bf16")  # bf16 autocast works on the CPU
+    result = train(cfg, tiny_data(), progress=False, device="cpu")
+    assert math.isfinite(result.history[0]["loss"])
+    with pytest.raises(ValueError, match="amp='fp16' needs CUDA"):
+        train(dataclasses.replace(cfg, amp="fp16"), tiny_data(), progress=False, device="cpu")
 
 
 class _StopAtCall(MultiBoxLoss):
@@ -178,16 +187,18 @@ class _StopAtCall(MultiBoxLoss):
 
 
 def test_resume_continues_the_loss_curve_exactly(tmp_path, monkeypatch):
-    straight = train(TINY, tiny_data(), out_dir=tmp_path / "straight", progress=False)
+    data = tiny_data(12)  # 3 steps per epoch: the checkpoint of step 2 is mid-epoch
+    straight = train(TINY, data, out_dir=tmp_path / "straight", progress=False)
 
     # The same run, killed during step 3 (the checkpoint of step 2 is on disk), then resumed.
     monkeypatch.setattr(train_module, "MultiBoxLoss", _StopAtCall)
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tiny_data(), out_dir=tmp_path / "resumed", progress=False)
+        train(TINY, data, out_dir=tmp_path / "resumed", progress=False)
     monkeypatch.setattr(train_module, "MultiBoxLoss", MultiBoxLoss)
-    assert load_checkpoint(tmp_path / "resumed" / LAST)["step"] == 2
+    stopped = load_checkpoint(tmp_path / "resumed" / LAST)
+    assert stopped["step"] == 2 and stopped["data"] == {"epoch": 0, "batch_in_epoch": 2}
     torch.manual_seed(12345)  # the resumed process starts from other RNG states
-    resumed = train(TINY, tiny_data(), out_dir=tmp_path / "resumed", resume=True, progress=False)
+    resumed = train(TINY, data, out_dir=tmp_path / "resumed", resume=True, progress=False)
 
     assert [r["step"] for r in resumed.history] == [1, 2, 3, 4]
     for a, b in zip(straight.history, resumed.history, strict=True):
@@ -197,6 +208,16 @@ def test_resume_continues_the_loss_curve_exactly(tmp_path, monkeypatch):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     csv_rows = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in csv_rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_workers_and_matching_in_workers_change_nothing():
+    """Augmentation is seeded per sample, so worker processes see the same data as the main
+    process; matching in the workers gives the same targets as matching in the loop."""
+    cfg = dataclasses.replace(TINY, max_steps=2)
+    inline = train(cfg, tiny_data(), progress=False)
+    workers = dataclasses.replace(cfg, num_workers=1, assign_in_workers=True)
+    in_workers = train(workers, tiny_data(), progress=False)
+    assert [r["loss"] for r in inline.history] == [r["loss"] for r in in_workers.history]
 
 
 def test_resume_refuses_another_config(tmp_path):
@@ -294,4 +315,4 @@ def test_two_process_ddp_step_equals_one_process(tmp_path):
         torch.testing.assert_close(step_ddp, step_single, rtol=0, atol=tolerance, msg=k)
     biggest = max(float((v - start[k]).abs().max()) for k, v in params(single.model).items())
     assert biggest > 0.01  # the step did move the weights
-    assert ddp["history"][0]["loss"] == pytest.approx(single.history[0]["loss"], rel=1e-5)
+    assert ddp["state"]["history"][0]["loss"] == pytest.approx(single.history[0]["loss"], rel=1e-5)
