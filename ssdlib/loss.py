@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 NEG_POS_RATIO = 3  # "the ratio between the negatives and positives is at most 3:1" (SSD §2.2)
 SMOOTH_L1_BETA = 1.0  # Fast R-CNN's Smooth L1: quadratic below 1, linear above
+IMAGES_PER_CHUNK = 4  # background_loss's working set: 4 SSD300 images × 21 classes is 3 MB,
+# which stays in cache between the softmax and the read of its background column
 
 
 def _check_labels(labels: Tensor, p: int | None = None) -> None:
@@ -66,6 +68,29 @@ def hard_negative_mining(
     take = (torch.arange(k, device=loss.device) < num_neg) & (hardest_loss > -float("inf"))
     negative = torch.zeros_like(positive).scatter_(1, hardest, take)
     return positive | negative
+
+
+def background_loss(conf_pred: Tensor) -> Tensor:
+    """``-log p_0``, the cross-entropy each box would have as a negative (no gradient).
+
+    Equals ``-F.log_softmax(conf_pred, -1)[..., 0]`` value for value, computed a few images
+    at a time: the softmax of a whole batch is a ``(B, P, K)`` temporary (24 MB for 32 SSD300
+    images and 21 classes) that is written out to memory and read back for one column, while a
+    few images' worth stays in the CPU's cache.
+
+    Args:
+        conf_pred: ``(B, P, K)`` logits.
+
+    Returns:
+        ``(B, P)`` float32.
+    """
+    ranking = conf_pred.new_empty(conf_pred.shape[:2], dtype=torch.float32)
+    # A GPU has no such cache to fit; there one kernel over the whole batch is fastest.
+    chunk = IMAGES_PER_CHUNK if conf_pred.device.type == "cpu" else max(1, len(conf_pred))
+    with torch.no_grad():
+        for logits, out in zip(conf_pred.split(chunk), ranking.split(chunk), strict=True):
+            torch.neg(F.log_softmax(logits.float(), dim=-1)[..., 0], out=out)
+    return ranking
 
 
 class MultiBoxLoss(nn.Module):
@@ -121,23 +146,20 @@ class MultiBoxLoss(nn.Module):
         if normalizer is None:
             normalizer = positive.sum().clamp(min=1).to(torch.float32)  # N (1 when there are none)
 
-        # Smooth L1 over the positives only.
-        img, prior = positive.nonzero(as_tuple=True)  # (N_pos,) each
+        # Rank every box by its background loss -log p_0 (no gradient: only the order is used)
+        # and keep the positives and the hardest negatives.
+        chosen = hard_negative_mining(background_loss(conf_pred), labels, self.neg_pos_ratio)
+        img, prior = chosen.nonzero(as_tuple=True)  # (M,) each: positives and mined negatives
+        chosen_labels = labels[img, prior]  # (M,)
+        # Cross-entropy over the chosen boxes; Smooth L1 over the positives among them.
+        conf_loss = F.cross_entropy(conf_pred[img, prior].float(), chosen_labels, reduction="sum")
+        pos = chosen_labels > 0
+        img, prior = img[pos], prior[pos]  # (N_pos,) each
         loc_loss = F.smooth_l1_loss(
             loc_pred[img, prior].float(),
             loc_targets[img, prior].float(),
             reduction="sum",
             beta=SMOOTH_L1_BETA,
-        )
-
-        # Rank every box by its background loss -log p_0 (no gradient: only the order is used),
-        # then the cross-entropy over the positives and the mined negatives.
-        with torch.no_grad():
-            ranking = -F.log_softmax(conf_pred.float(), dim=-1)[..., 0]  # (B, P)
-        chosen = hard_negative_mining(ranking, labels, self.neg_pos_ratio)  # (B, P)
-        img, prior = chosen.nonzero(as_tuple=True)
-        conf_loss = F.cross_entropy(
-            conf_pred[img, prior].float(), labels[img, prior], reduction="sum"
         )
         return self.alpha * loc_loss / normalizer, conf_loss / normalizer
 

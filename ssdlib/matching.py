@@ -33,23 +33,34 @@ def _check_priors(priors: Tensor) -> None:
         raise ValueError(f"expected priors of shape (P, 4) cxcywh, got {tuple(priors.shape)}")
 
 
+def _bad_box(gt_boxes: Tensor) -> int | None:
+    """Index of the first degenerate (x2 <= x1 or y2 <= y1) or non-finite box, or None."""
+    if not gt_boxes.numel():
+        return None
+    wh = gt_boxes[:, 2:] - gt_boxes[:, :2]
+    bad = (wh <= 0).any(dim=1) | ~torch.isfinite(gt_boxes).all(dim=1)
+    return int(bad.nonzero()[0]) if bad.any() else None
+
+
+def _degenerate_box_error(gt_boxes: Tensor, i: int, where: str) -> ValueError:
+    box = [round(v, 4) for v in gt_boxes[i].tolist()]
+    return ValueError(
+        f"{where}: box {i} = {box} is degenerate or not finite; "
+        "expected xyxy with x2 > x1 and y2 > y1"
+    )
+
+
 def _check_gt(gt_boxes: Tensor, where: str) -> None:
     if gt_boxes.dim() != 2 or gt_boxes.shape[-1] != 4:
         raise ValueError(f"{where}: expected boxes of shape (G, 4), got {tuple(gt_boxes.shape)}")
-    if gt_boxes.numel():
-        wh = gt_boxes[:, 2:] - gt_boxes[:, :2]
-        bad = (wh <= 0).any(dim=1) | ~torch.isfinite(gt_boxes).all(dim=1)
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            box = [round(v, 4) for v in gt_boxes[i].tolist()]
-            raise ValueError(
-                f"{where}: box {i} = {box} is degenerate or not finite; "
-                "expected xyxy with x2 > x1 and y2 > y1"
-            )
+    i = _bad_box(gt_boxes)
+    if i is not None:
+        raise _degenerate_box_error(gt_boxes, i, where)
 
 
 def _match_padded(iou: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
-    """Both matching rules on a padded batch.
+    """Both matching rules on a padded batch: the readable version of :func:`_match_stacked`,
+    which the tests compare it with.
 
     Args:
         iou: ``(B, G, P)`` IoU of each ground truth with each default box.
@@ -74,6 +85,51 @@ def _match_padded(iou: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     return torch.where(forced >= 0, forced, matched)
 
 
+def _match_stacked(iou: Tensor, image: Tensor, num_images: int, iou_threshold: float) -> Tensor:
+    """Both matching rules for a batch whose objects are stacked, not padded.
+
+    A batch pads to its most crowded image: 32 VOC images hold about 80 objects but pad to
+    32 × 12 rows. Stacking computes the IoU of the real objects only, and both rules work on
+    the few (object, box) pairs that matter (at or above the threshold; each object's best)
+    rather than on ``(B, P)`` temporaries.
+
+    Args:
+        iou: ``(N, P)`` IoU of every object of the batch with every default box.
+        image: ``(N,)`` long: each object's image, in image order.
+        num_images: ``B``.
+
+    Returns:
+        ``(B, P)`` long: the matched object's row of ``iou``, -1 for background. Ties go as in
+        :func:`_match_padded`: the first object wins rule 1, the last one rule 2.
+    """
+    n, p = iou.shape
+    matched = torch.full((num_images * p,), -1, dtype=torch.long, device=iou.device)  # (B*P,)
+    # Rule 1: among the pairs at or above the threshold (a few per object), each (image, box)
+    # slot takes the object with the highest IoU, the first of equals (as torch.max does).
+    obj, prior = (iou >= iou_threshold).nonzero(as_tuple=True)  # (C,) each
+    overlap = iou[obj, prior]
+    slots, slot_of = torch.unique(image[obj] * p + prior, return_inverse=True)  # (S,), (C,)
+    best = overlap.new_zeros(len(slots)).scatter_reduce_(
+        0, slot_of, overlap, "amax", include_self=False
+    )
+    is_best = overlap == best[slot_of]
+    matched[slots] = torch.zeros_like(slots).scatter_reduce_(
+        0, slot_of[is_best], obj[is_best], "amin", include_self=False
+    )
+    # Rule 2: each object takes its best default box; of objects sharing one, the last wins.
+    slots, slot_of = torch.unique(image * p + iou.argmax(dim=1), return_inverse=True)  # (S,), (N,)
+    objects = torch.arange(n, device=iou.device)
+    matched[slots] = torch.zeros_like(slots).scatter_reduce_(
+        0, slot_of, objects, "amax", include_self=False
+    )
+    return matched.view(num_images, p)
+
+
+def _check_threshold(iou_threshold: float) -> None:
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+
+
 def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = IOU_THRESHOLD) -> Tensor:
     """Match the default boxes of one image to its ground truth.
 
@@ -87,21 +143,29 @@ def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = IOU_THRESHOLD
     """
     _check_priors(priors)
     _check_gt(gt_boxes, "gt_boxes")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    _check_threshold(iou_threshold)
     iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (G, P)
-    valid = torch.ones(1, gt_boxes.shape[0], dtype=torch.bool, device=gt_boxes.device)
-    return _match_padded(iou[None], valid, iou_threshold)[0]
+    image = torch.zeros(gt_boxes.shape[0], dtype=torch.long, device=gt_boxes.device)
+    return _match_stacked(iou, image, 1, iou_threshold)[0]
 
 
-def pad_targets(
+def _image_and_index(row: int, counts: list[int]) -> tuple[int, int]:
+    """Image, and index inside it, of row ``row`` of per-image tensors stacked in order."""
+    for i, count in enumerate(counts):
+        if row < count:
+            return i, row
+        row -= count
+    raise IndexError(f"row {row} is past the last image")
+
+
+def stack_targets(
     gt_boxes_list: list[Tensor], gt_labels_list: list[Tensor]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack per-image ground truth into padded tensors.
+) -> tuple[Tensor, Tensor, list[int]]:
+    """Check per-image ground truth and stack it into one tensor (the whole batch at once).
 
     Returns:
-        boxes ``(B, G, 4)``, labels ``(B, G)`` long, valid ``(B, G)`` bool, with ``G`` the most
-        objects in any image (padding rows are zero boxes with label 0 and valid False).
+        boxes ``(N, 4)`` and labels ``(N,)`` long of all ``N`` objects, image after image, and
+        the number of objects of each image.
     """
     if len(gt_boxes_list) != len(gt_labels_list):
         raise ValueError(
@@ -110,15 +174,39 @@ def pad_targets(
     if not gt_boxes_list:
         raise ValueError("expected at least one image")
     for i, (boxes, labels) in enumerate(zip(gt_boxes_list, gt_labels_list, strict=True)):
-        _check_gt(boxes, f"image {i}")
+        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"image {i}: expected boxes of shape (G, 4), got {tuple(boxes.shape)}")
         if labels.shape != boxes.shape[:1]:
             raise ValueError(
                 f"image {i}: {boxes.shape[0]} boxes but labels of shape {tuple(labels.shape)}"
             )
-        if labels.numel() and int(labels.min()) < 1:
-            raise ValueError(
-                f"image {i}: labels must be >= 1 (0 is background), got {labels.tolist()}"
-            )
+    counts = [len(t) for t in gt_boxes_list]
+    boxes = torch.cat(gt_boxes_list)  # (N, 4)
+    labels = torch.cat([t.long() for t in gt_labels_list])  # (N,)
+    # One check for the whole batch (on a GPU, one wait instead of one per image); the error
+    # still names the image and the box.
+    bad = _bad_box(boxes)
+    if bad is not None:
+        i, j = _image_and_index(bad, counts)
+        raise _degenerate_box_error(gt_boxes_list[i], j, f"image {i}")
+    if labels.numel() and int(labels.min()) < 1:
+        i, _ = _image_and_index(int((labels < 1).nonzero()[0]), counts)
+        raise ValueError(
+            f"image {i}: labels must be >= 1 (0 is background), got {gt_labels_list[i].tolist()}"
+        )
+    return boxes, labels, counts
+
+
+def pad_targets(
+    gt_boxes_list: list[Tensor], gt_labels_list: list[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Check per-image ground truth and pad it into batch tensors.
+
+    Returns:
+        boxes ``(B, G, 4)``, labels ``(B, G)`` long, valid ``(B, G)`` bool, with ``G`` the most
+        objects in any image (padding rows are zero boxes with label 0 and valid False).
+    """
+    stack_targets(gt_boxes_list, gt_labels_list)  # the checks
     boxes = torch.nn.utils.rnn.pad_sequence(gt_boxes_list, batch_first=True)  # (B, G, 4)
     labels = torch.nn.utils.rnn.pad_sequence([t.long() for t in gt_labels_list], batch_first=True)
     counts = torch.tensor([len(t) for t in gt_boxes_list], device=boxes.device)
@@ -161,31 +249,42 @@ def assign_targets(
         (0 = background), plus the details when asked.
     """
     _check_priors(priors)
-    gt_boxes, gt_labels, valid = pad_targets(gt_boxes_list, gt_labels_list)
+    _check_threshold(iou_threshold)
+    gt_boxes, gt_labels, counts = stack_targets(gt_boxes_list, gt_labels_list)  # (N, 4), (N,)
     gt_boxes = gt_boxes.to(device=priors.device, dtype=priors.dtype)
-    gt_labels, valid = gt_labels.to(priors.device), valid.to(priors.device)
-    b = gt_boxes.shape[0]
+    gt_labels = gt_labels.to(priors.device)
+    b, p = len(counts), priors.shape[0]
+    image = torch.repeat_interleave(torch.arange(b), torch.tensor(counts)).to(priors.device)
 
-    prior_xyxy = cxcywh_to_xyxy(priors)  # (P, 4)
-    iou = box_iou(gt_boxes, prior_xyxy.expand(b, -1, -1))  # (B, G, P)
-    matched = _match_padded(iou, valid, iou_threshold)  # (B, P)
+    iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (N, P)
+    matched = _match_stacked(iou, image, b, iou_threshold)  # (B, P): row of gt_boxes, or -1
 
     # Encode only the positives (a few hundred of B·P boxes), then scatter them into place.
     img, prior = (matched >= 0).nonzero(as_tuple=True)  # (N_pos,) each
-    gt = matched[img, prior]
+    obj = matched[img, prior]
     labels = torch.zeros_like(matched)  # (B, P), 0 = background
-    labels[img, prior] = gt_labels[img, gt]
-    loc_targets = priors.new_zeros(b, priors.shape[0], 4)
-    loc_targets[img, prior] = encode(gt_boxes[img, gt], priors[prior], variances)
+    labels[img, prior] = gt_labels[obj]
+    loc_targets = priors.new_zeros(b, p, 4)
+    loc_targets[img, prior] = encode(gt_boxes[obj], priors[prior], variances)
     if not return_details:
         return loc_targets, labels
-    masked_iou = iou.masked_fill(~valid[:, :, None], -1.0)
-    best_iou = masked_iou.max(dim=1).values if iou.shape[1] else torch.zeros_like(labels)
+
+    # The same matches in the padded (B, G, ...) layout the figures index by image and object.
+    counts_t = torch.tensor(counts, device=priors.device)
+    first = counts_t.cumsum(0) - counts_t  # (B,) row of each image's first object
+    g = max(counts)
+    row_in_image = torch.arange(len(image), device=priors.device) - first[image]  # (N,)
+    padded_iou = iou.new_zeros(b, g, p)
+    padded_iou[image, row_in_image] = iou
+    valid = torch.zeros(b, g, dtype=torch.bool, device=priors.device)
+    valid[image, row_in_image] = True
+    masked_iou = padded_iou.masked_fill(~valid[:, :, None], -1.0)
+    best_iou = masked_iou.max(dim=1).values if g else iou.new_zeros(b, p)
     above = best_iou >= iou_threshold
     details = MatchDetails(
-        iou=iou,
+        iou=padded_iou,
         valid=valid,
-        matched_gt=matched,
+        matched_gt=torch.where(matched >= 0, matched - first[:, None], -1),
         above_threshold=above & (matched >= 0),
         forced=(matched >= 0) & ~above,
         best_prior=masked_iou.argmax(dim=2),

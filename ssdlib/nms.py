@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import batched_nms
 from torchvision.ops import nms as tv_nms
 
 from .boxes import VARIANCES, box_iou, clip_boxes, decode
@@ -117,27 +116,133 @@ def _to_pixels(det: dict[str, Tensor], image_size: tuple[int, int] | None) -> di
     return det
 
 
-BATCHED_NMS_MAX_BOXES = 1000  # up to here torchvision's batched_nms runs all groups in one
-# kernel call (its CPU threshold is 4000 coordinates); above it, it scans all boxes once per group.
+PREFIX_PER_DETECTION = 2  # postprocess first tries each image's best 2 × top_k (box, class)
+# pairs: NMS rarely removes half of them, so this usually yields the top_k detections ...
+PREFIX_GROWTH = 4  # ... and an image that falls short tries 4 times as many, and so on
+GROUP_SHIFT = 2.0  # candidates are clipped to [0, 1], so shifting group g by 2g keeps groups apart
+NMS_CALL_MAX_BOXES = {"cpu": 0, "cuda": 5000}  # candidates one NMS call may take (at least one
+# image's): the CPU kernel costs kept × candidates, so one image per call; the CUDA kernel
+# compares all pairs at once, so images share a call up to an (M × M)-bit mask of 3 MB
 
 
-def _per_class_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """NMS inside each group, for candidates already sorted by group (as ``nonzero`` returns).
+def _check_postprocess_args(
+    score_threshold: float, iou_threshold: float, top_k: int, candidates_per_class: int
+) -> None:
+    if not 0 <= score_threshold <= 1:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if top_k < 0 or candidates_per_class < 0:
+        raise ValueError(
+            f"top_k and candidates_per_class must be >= 0, got {top_k} and {candidates_per_class}"
+        )
 
-    Returns the kept indices, best score first (across groups). On CUDA, or for few boxes,
-    one ``torchvision.ops.batched_nms`` call does it all. Many boxes on the CPU would make
-    batched_nms compare every box's group with every group id; there the groups are contiguous
-    slices, so we call ``torchvision.ops.nms`` once per non-empty slice instead.
+
+def _in_reference_order(
+    pair_scores: Tensor, pair_idx: Tensor, p: int, k: int
+) -> tuple[Tensor, Tensor]:
+    """Sort ``(N, n)`` (box, class) pairs best first, breaking ties of score by class, then by
+    box, as the per-class loop of :func:`postprocess_reference` (and torchvision) does."""
+    class_major = (pair_idx % k) * p + pair_idx // k  # (N, n)
+    by_class = class_major.argsort(dim=1)
+    pair_scores, pair_idx = pair_scores.gather(1, by_class), pair_idx.gather(1, by_class)
+    by_score = pair_scores.argsort(dim=1, descending=True, stable=True)
+    return pair_scores.gather(1, by_score), pair_idx.gather(1, by_score)
+
+
+def _rank_in_group(groups: Tensor) -> Tensor:
+    """``(M,)`` group ids of entries sorted best first -> each entry's rank inside its group
+    (0 for the group's best), ``(M,)`` long."""
+    order = groups.argsort(stable=True)  # grouped, still best first inside each group
+    counts = torch.bincount(groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(groups)
+    rank[order] = torch.arange(len(groups), device=groups.device) - starts[groups[order]]
+    return rank
+
+
+def _image_chunks(counts: list[int], max_boxes: int) -> list[tuple[int, int]]:
+    """Consecutive images ``[first, stop)`` grouped so that each group has at most ``max_boxes``
+    candidates (an image with more forms a group alone); every image is in one group."""
+    chunks, first, total = [], 0, 0
+    for i, count in enumerate(counts):
+        if i > first and total + count > max_boxes:
+            chunks.append((first, i))
+            first, total = i, 0
+        total += count
+    if counts:
+        chunks.append((first, len(counts)))
+    return chunks
+
+
+def _detect(
+    pair_scores: Tensor,
+    pair_idx: Tensor,
+    complete: Tensor,
+    images: Tensor,
+    loc_pred: Tensor,
+    priors: Tensor,
+    num_classes: int,
+    score_threshold: float,
+    iou_threshold: float,
+    top_k: int,
+    candidates_per_class: int,
+    variances: tuple[float, float],
+) -> tuple[list[dict[str, Tensor]], list[int]]:
+    """Detections from the best (box, class) pairs of some images.
+
+    Args:
+        pair_scores: ``(N, n)`` class probabilities of N images, best first in each row.
+        pair_idx: ``(N, n)`` long: the pair, as ``box * K + class``.
+        complete: ``(N,)`` bool: the row holds every candidate of its image.
+        images: ``(N,)`` long: the row's image in ``loc_pred``.
+        loc_pred: ``(B, P, 4)`` offsets.
+
+    Returns:
+        N dicts (normalised boxes), and the number of detections of each.
     """
-    if boxes.device.type == "cuda" or len(boxes) <= BATCHED_NMS_MAX_BOXES:
-        return batched_nms(boxes, scores, groups, iou_threshold)
-    counts = torch.unique_consecutive(groups, return_counts=True)[1].tolist()
-    kept, start = [], 0
-    for box_g, score_g in zip(boxes.split(counts), scores.split(counts), strict=True):
-        kept.append(tv_nms(box_g, score_g, iou_threshold) + start)
-        start += len(box_g)
-    keep = torch.cat(kept)
-    return keep[scores[keep].argsort(descending=True, stable=True)]
+    b, n = pair_scores.shape
+    k = num_classes
+    prior, cls = pair_idx // k, pair_idx % k  # (N, n) each
+    row = torch.arange(b, device=pair_idx.device)[:, None].expand(b, n)
+    rank = _rank_in_group((row * k + cls).flatten()).view(b, n)
+    chosen = (pair_scores > score_threshold) & (rank < candidates_per_class)
+    # Where a row was cut, pairs tied with its last score may have lost their tie to a pair
+    # left out: only pairs strictly better than the last one are certain.
+    chosen &= complete[:, None] | (pair_scores > pair_scores[:, -1:])
+    row, j = chosen.nonzero(as_tuple=True)  # (M,) each: row-major, best first in each row
+    box_idx, cls, scores = prior[row, j], cls[row, j], pair_scores[row, j]
+    offsets = loc_pred[images[row], box_idx].float()  # (M, 4): only the candidates are decoded
+    boxes = clip_boxes(decode(offsets, priors[box_idx].float(), variances))
+
+    # Per-class NMS, one call per group of images (each call returns its survivors best first).
+    # Inside a call, each (image, class) group is shifted by GROUP_SHIFT × its number: shifted
+    # groups never overlap, so one call runs every group's NMS (torchvision's batched_nms trick).
+    counts = torch.bincount(row, minlength=b).tolist()
+    chunks = _image_chunks(counts, NMS_CALL_MAX_BOXES.get(boxes.device.type, 0))
+    first_row = torch.tensor([f for f, stop in chunks for _ in range(f, stop)], device=row.device)
+    group = (row - first_row[row]) * k + cls  # (M,) numbered from 0 inside each call
+    shifted = boxes + (group * GROUP_SHIFT).to(boxes.dtype)[:, None]
+    ends = torch.tensor(counts).cumsum(0).tolist()
+    kept = []
+    for f, stop in chunks:
+        start, end = ends[f] - counts[f], ends[stop - 1]
+        if end > start:
+            kept.append(tv_nms(shifted[start:end], scores[start:end], iou_threshold) + start)
+    keep = torch.cat(kept) if kept else row.new_zeros(0)
+    # Back to row order (a stable sort keeps each row's best-first order), then top_k each.
+    keep = keep[row[keep].argsort(stable=True)]
+    kept_per_row = torch.bincount(row[keep], minlength=b)
+    starts = torch.cumsum(kept_per_row, 0) - kept_per_row
+    keep = keep[torch.arange(len(keep), device=keep.device) - starts[row[keep]] < top_k]
+    found = torch.bincount(row[keep], minlength=b).tolist()
+    detections = [
+        {"boxes": bx, "scores": sc, "labels": lb}
+        for bx, sc, lb in zip(
+            boxes[keep].split(found), scores[keep].split(found), cls[keep].split(found), strict=True
+        )
+    ]
+    return detections, found
 
 
 def postprocess(
@@ -153,15 +258,22 @@ def postprocess(
 ) -> list[dict[str, Tensor]]:
     """Raw network outputs -> detections, for the whole batch at once.
 
-    Per image: softmax, drop the background column, decode and clip the boxes; per class keep the
-    ``candidates_per_class`` best scores above ``score_threshold``; per-class NMS; keep ``top_k``.
-    Candidate selection is vectorised over images and classes; NMS runs per (image, class)
-    group with torchvision's compiled kernel (see :func:`_per_class_nms`).
+    Gives the detections of :func:`postprocess_reference`: per image, softmax; per class the
+    ``candidates_per_class`` best scores above ``score_threshold``; per-class NMS; the ``top_k``
+    best survivors. It does less work to get there. Greedy NMS decides a box from the better
+    boxes of its class alone, so an image's best ``n`` (box, class) pairs, whatever their
+    classes, go through NMS exactly as they would among all candidates; if ``top_k`` of them
+    survive, no worse pair could make the cut, and those are never decoded or compared. We try
+    ``n = PREFIX_PER_DETECTION × top_k`` and grow ``n`` for an image where too few survive.
 
     Args:
         loc_pred: ``(B, P, 4)`` offsets.
         conf_pred: ``(B, P, K)`` logits, class 0 = background.
         priors: ``(P, 4)`` cxcywh default boxes.
+        score_threshold: a (box, class) pair is a candidate if its probability is above this.
+        iou_threshold: NMS removes a box whose IoU with a better box of its class is above this.
+        top_k: detections kept per image.
+        candidates_per_class: how many of a class's best candidates enter NMS.
         image_sizes: optional ``(height, width)`` per image; boxes come back in those pixels.
 
     Returns:
@@ -169,40 +281,37 @@ def postprocess(
         ``scores`` ``(D,)`` descending, ``labels`` ``(D,)`` long in 1..K-1.
     """
     _check_outputs(loc_pred, conf_pred, priors)
+    _check_postprocess_args(score_threshold, iou_threshold, top_k, candidates_per_class)
     b, p, k = conf_pred.shape
     if image_sizes is not None and len(image_sizes) != b:
         raise ValueError(f"got {len(image_sizes)} image sizes for {b} images")
-    scores = F.softmax(conf_pred.float(), dim=-1)[..., 1:]  # (B, P, K-1): background dropped
-    boxes = clip_boxes(decode(loc_pred.float(), priors.float(), variances))  # (B, P, 4)
-
-    # The best candidates of each (image, class), then the threshold. (B, K-1, P) -> (B, K-1, n)
-    n = min(candidates_per_class, p)
-    top_scores, top_prior = scores.transpose(1, 2).topk(n, dim=2)
-    img, cls, j = (top_scores > score_threshold).nonzero(as_tuple=True)  # (M,) each
-    cand_prior = top_prior[img, cls, j]
-    cand_scores = top_scores[img, cls, j]
-    cand_boxes = boxes[img, cand_prior]  # (M, 4)
-
-    keep = _per_class_nms(cand_boxes, cand_scores, img * (k - 1) + cls, iou_threshold)
-    img_kept = img[keep]
-    # Stable sort by image keeps the score order inside each image; then the first top_k.
-    by_image = img_kept.argsort(stable=True)
-    keep, img_kept = keep[by_image], img_kept[by_image]
-    counts = torch.bincount(img_kept, minlength=b)  # (B,)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(keep), device=keep.device) - starts[img_kept]
-    keep, img_kept = keep[rank < top_k], img_kept[rank < top_k]
-    per_image = torch.bincount(img_kept, minlength=b).tolist()
-
-    out_boxes = cand_boxes[keep].split(per_image)
-    out_scores = cand_scores[keep].split(per_image)
-    out_labels = (cls[keep] + 1).split(per_image)
+    args = (k, score_threshold, iou_threshold, top_k, candidates_per_class, variances)
+    detections: list[dict[str, Tensor]] = [{}] * b
+    with torch.no_grad():
+        scores = F.softmax(conf_pred.float(), dim=-1)  # (B, P, K)
+        scores[..., 0] = -1.0  # background is never a detection: below every threshold
+        pairs = scores.view(b, p * k)  # (B, P*K): entry j is default box j // K, class j % K
+        todo = torch.arange(b, device=pairs.device)  # images without their detections yet
+        n = max(top_k, 1) * PREFIX_PER_DETECTION
+        while len(todo):
+            n = min(n, p * k)
+            rows = pairs if len(todo) == b else pairs[todo]
+            best_scores, best_idx = _in_reference_order(*rows.topk(n, dim=1), p, k)  # (N, n)
+            complete = (best_scores[:, -1] <= score_threshold) | (n == p * k)  # (N,)
+            dets, found = _detect(best_scores, best_idx, complete, todo, loc_pred, priors, *args)
+            short = []
+            for i, det, count, whole in zip(
+                todo.tolist(), dets, found, complete.tolist(), strict=True
+            ):
+                if count < top_k and not whole:
+                    short.append(i)  # too few survivors among the first n: look further
+                else:
+                    detections[i] = det
+            todo = torch.tensor(short, dtype=torch.long, device=pairs.device)
+            n *= PREFIX_GROWTH
     return [
-        _to_pixels(
-            {"boxes": bx, "scores": sc, "labels": lb},
-            image_sizes[i] if image_sizes is not None else None,
-        )
-        for i, (bx, sc, lb) in enumerate(zip(out_boxes, out_scores, out_labels, strict=True))
+        _to_pixels(det, image_sizes[i] if image_sizes is not None else None)
+        for i, det in enumerate(detections)
     ]
 
 
@@ -228,7 +337,8 @@ def postprocess_reference(
         all_boxes, all_scores, all_labels = [], [], []
         for c in range(1, conf.shape[-1]):
             s = scores[:, c]
-            s, idx = s.topk(min(candidates_per_class, len(s)))
+            s, idx = s.sort(descending=True, stable=True)  # ties: the lower box first
+            s, idx = s[:candidates_per_class], idx[:candidates_per_class]
             above = s > score_threshold
             s, idx = s[above], idx[above]
             kept = nms(boxes[idx], s, iou_threshold)

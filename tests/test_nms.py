@@ -1,5 +1,7 @@
 """NMS and postprocess against torchvision.ops.nms and torchvision's SSD.postprocess_detections."""
 
+import sys
+
 import pytest
 import torch
 import torchvision
@@ -132,3 +134,79 @@ def test_postprocess_with_nothing_above_threshold():
 def test_postprocess_rejects_misaligned_priors():
     with pytest.raises(ValueError, match=r"priors of shape \(10, 4\)"):
         postprocess(torch.zeros(1, 10, 4), torch.zeros(1, 10, 3), torch.zeros(9, 4))
+
+
+def _assert_same_detections(fast, ref):
+    for i, (f, r) in enumerate(zip(fast, ref, strict=True)):
+        assert torch.equal(f["labels"], r["labels"]), f"image {i}"
+        torch.testing.assert_close(f["scores"], r["scores"], rtol=0, atol=0)
+        torch.testing.assert_close(f["boxes"], r["boxes"])
+
+
+def test_postprocess_grows_the_prefix_when_nms_removes_too_much(monkeypatch):
+    """Every box regresses onto the same spot: NMS keeps one box per class, far fewer than
+    top_k, so the fast path must look past its first candidates (and still equal the loops)."""
+    nms_module = sys.modules["ssdlib.nms"]
+    rounds = []
+    detect = nms_module._detect
+    monkeypatch.setattr(
+        nms_module, "_detect", lambda *a, **kw: rounds.append(len(a[0])) or detect(*a, **kw)
+    )
+    monkeypatch.setattr(nms_module, "PREFIX_GROWTH", 2)
+    priors = default_boxes(SSD300_COCO)
+    loc, conf = raw_outputs(2, priors.shape[0], 5, "cpu", seed=4)
+    loc = cxcywh_offsets_onto(priors, torch.tensor([0.5, 0.5, 0.3, 0.3]))[None].repeat(2, 1, 1)
+    fast = postprocess(loc, conf, priors, top_k=20)
+    assert len(rounds) > 2, "the prefix never grew: the test does not reach that path"
+    _assert_same_detections(fast, postprocess_reference(loc, conf, priors, top_k=20))
+
+
+def cxcywh_offsets_onto(priors, box_cxcywh):
+    """Offsets (v = 0.1, 0.2) that decode every default box to the same ``box_cxcywh``."""
+    centre = (box_cxcywh[:2] - priors[:, :2]) / (priors[:, 2:] * 0.1)
+    size = torch.log(box_cxcywh[2:] / priors[:, 2:]) / 0.2
+    return torch.cat([centre, size], dim=1)
+
+
+def test_postprocess_breaks_score_ties_like_the_reference():
+    """Integer logits: thousands of exactly equal scores, within and across classes."""
+    priors = default_boxes(SSD300_COCO)
+    g = torch.Generator().manual_seed(5)
+    loc = torch.randn(2, priors.shape[0], 4, generator=g) * 0.5
+    conf = torch.randint(0, 4, (2, priors.shape[0], 4), generator=g).float()
+    conf[..., 0] += 2
+    for top_k in (10, 200):
+        fast = postprocess(loc, conf, priors, top_k=top_k, candidates_per_class=50)
+        ref = postprocess_reference(loc, conf, priors, top_k=top_k, candidates_per_class=50)
+        _assert_same_detections(fast, ref)
+
+
+def test_postprocess_grouping_images_per_nms_call_changes_nothing(monkeypatch):
+    """What CUDA does (several images per NMS call), on the CPU."""
+    priors = default_boxes(SSD300_COCO)
+    loc, conf = raw_outputs(3, priors.shape[0], 6, "cpu", seed=6)
+    one_by_one = postprocess(loc, conf, priors)
+    monkeypatch.setitem(sys.modules["ssdlib.nms"].NMS_CALL_MAX_BOXES, "cpu", 5000)
+    _assert_same_detections(postprocess(loc, conf, priors), one_by_one)
+
+
+def test_image_chunks_by_hand():
+    from ssdlib.nms import _image_chunks
+
+    assert _image_chunks([3, 0, 5, 2], 6) == [(0, 2), (2, 3), (3, 4)]
+    assert _image_chunks([3, 0, 5], 0) == [(0, 1), (1, 2), (2, 3)]  # one image per call
+    assert _image_chunks([7, 1, 1], 5) == [(0, 1), (1, 3)]  # too many for one call: alone
+    assert _image_chunks([0, 0], 10) == [(0, 2)]
+
+
+def test_postprocess_rejects_bad_thresholds():
+    loc, conf, priors = torch.zeros(1, 4, 4), torch.zeros(1, 4, 3), QUARTER_PRIORS
+    with pytest.raises(ValueError, match="score_threshold must be in"):
+        postprocess(loc, conf, priors, score_threshold=-0.1)
+    with pytest.raises(ValueError, match=r"top_k and candidates_per_class must be >= 0"):
+        postprocess(loc, conf, priors, top_k=-1)
+
+
+QUARTER_PRIORS = torch.tensor(
+    [[0.25, 0.25, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]]
+)
