@@ -64,6 +64,7 @@ class TrainConfig:
     priors: PriorConfig = SSD300_VOC  # where the default boxes go; fixes the input size
     width: float = 1.0  # channel multiplier of the VGG16 base and extras (1.0 = the paper's)
     batch_norm: bool = False  # BatchNorm after every conv: lets a slim net train from scratch
+    # (under DDP each process normalises with its own share of the batch)
     # The objective (§2.2).
     neg_pos_ratio: float = NEG_POS_RATIO  # hard negatives per positive: "at most 3:1"
     match_iou: float = IOU_THRESHOLD  # a default box is positive from this IoU (0.5)
@@ -90,7 +91,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout on CUDA (faster convs); ignored on CPU
     compile: bool = False  # torch.compile the network (slow first steps, faster later)
     num_workers: int = 0  # DataLoader worker processes
-    assign_in_workers: bool = False  # match targets in the workers instead of on the device
+    assign_in_workers: bool = False  # match in the DataLoader workers, not on the device:
+    # no gain measured on the CPU (see _train), and slower than a GPU's matching
     # Evaluation, logging, checkpoints.
     eval_every: int = 0  # steps between validations (0: only at the end)
     eval_images: int | None = None  # validate on the first N images (None: all)
@@ -116,8 +118,9 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ValueError(f"{key} must be positive or None, got {value}")
-        if self.warmup_steps < 0 or self.eval_every < 0:
-            raise ValueError("warmup_steps and eval_every must be >= 0")
+        for key in ("warmup_steps", "eval_every"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones are fractions of the budget in (0, 1): {self.milestones}")
         self.milestones = tuple(sorted(self.milestones))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import socket
+import sys
+import types
 
 import pytest
 import torch
@@ -157,6 +159,28 @@ def test_train_writes_checkpoints_and_metrics(tmp_path, device):
         assert torch.equal(v, model.state_dict()[k]), k
     with pytest.raises(FileExistsError, match="resume=True"):
         train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
+
+
+def test_tensorboard_gets_every_row_when_installed(tmp_path, monkeypatch):
+    """tensorboard is optional (not installed here): a stand-in SummaryWriter records calls."""
+    scalars = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, step))
+
+        def close(self):
+            scalars.append(("closed", -1))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    train(dataclasses.replace(TINY, max_steps=2), tiny_data(), out_dir=tmp_path, progress=False)
+    assert ("loss", 1) in scalars and ("lr", 2) in scalars and ("images_per_s", 2) in scalars
+    assert scalars[-1] == ("closed", -1)
 
 
 def test_mixed_precision_choices():
