@@ -56,7 +56,7 @@ bench: venv
 ## The small trained model the concept notebooks use (seeded; about 15 minutes on 2 cores).
 checkpoint: venv
 	$(BIN)/python -m ssdlib train --preset cpu-tiny --dataset shapes --max-minutes 15 \
-	  --seed 0 --out runs/cpu-tiny
+	  --seed 0 --out runs/cpu-tiny --overwrite
 	$(BIN)/python -m ssdlib export --checkpoint runs/cpu-tiny/best.pt --out data/cpu_tiny_shapes.pt
 
 ## JupyterLab in headless Chromium: runs notebook 02 and moves a slider.

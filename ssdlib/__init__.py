@@ -1,12 +1,20 @@
 """ssdlib: the SSD object detector (Liu et al. 2016), one paper idea per module.
 
-boxes     box conventions, IoU, the offset encoding (§2.1)
-priors    default boxes: scales and aspect ratios (§2.2)
-matching  default boxes <-> ground truth, training targets (§2.2)
-loss      MultiBox loss with hard negative mining (§2.2)
-nms       non-maximum suppression and detections (§3)
+boxes       box conventions, IoU, the offset encoding (§2.1)
+priors      default boxes: scales and aspect ratios (§2.2)
+matching    default boxes <-> ground truth, training targets (§2.2)
+loss        MultiBox loss with hard negative mining (§2.2)
+nms         non-maximum suppression and detections (§3)
+model       the network: VGG16 base, extra layers, heads (§2.1, §3)
+weights     ImageNet VGG16, torchvision's COCO SSD300, model files
+data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders
+train       the training loop, presets, checkpoints, data-parallel
+evaluate    COCO mAP (pycocotools), VOC AP, precision-recall
+viz         figures for the notebooks; widgets: their interactive shells
+experiments measured results cached on the code and config that made them
 """
 
+from . import data
 from .boxes import (
     VARIANCES,
     box_area,
@@ -17,8 +25,30 @@ from .boxes import (
     encode,
     xyxy_to_cxcywh,
 )
+from .data import (
+    CocoDataset,
+    PhotoDataset,
+    ShapesDataset,
+    VOCDataset,
+    augmented_views,
+    collate,
+    eval_transform,
+    load_photo,
+    make_loader,
+    train_transform,
+)
+from .evaluate import (
+    PRCurve,
+    average_precision,
+    coco_map,
+    evaluate,
+    precision_recall,
+    voc_map,
+    voc_match,
+)
 from .loss import MultiBoxLoss, hard_negative_mining
 from .matching import MatchDetails, assign_targets, match
+from .model import SSD, build_ssd
 from .nms import nms, nms_steps, postprocess, postprocess_reference
 from .priors import (
     SSD300_COCO,
@@ -29,35 +59,76 @@ from .priors import (
     default_boxes,
     linear_scales,
 )
+from .train import PRESETS, NonFiniteLossError, TrainConfig, TrainResult, preset, train
 from .utils import default_device, seed_everything
+from .weights import (
+    WeightsUnavailableError,
+    from_torchvision,
+    load_model,
+    load_vgg16_backbone,
+    load_weights,
+    save_model,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
+    "SSD",
     "SSD300_COCO",
     "SSD300_VOC",
     "SSD512_VOC",
     "VARIANCES",
+    "CocoDataset",
     "MatchDetails",
     "MultiBoxLoss",
+    "NonFiniteLossError",
+    "PRCurve",
+    "PhotoDataset",
     "PriorConfig",
+    "ShapesDataset",
+    "TrainConfig",
+    "TrainResult",
+    "VOCDataset",
+    "WeightsUnavailableError",
     "assign_targets",
+    "augmented_views",
+    "average_precision",
     "box_area",
     "box_iou",
+    "build_ssd",
     "clip_boxes",
+    "coco_map",
+    "collate",
     "config_from_scales",
     "cxcywh_to_xyxy",
+    "data",
     "decode",
     "default_boxes",
     "default_device",
     "encode",
+    "eval_transform",
+    "evaluate",
+    "from_torchvision",
     "hard_negative_mining",
     "linear_scales",
+    "load_model",
+    "load_photo",
+    "load_vgg16_backbone",
+    "load_weights",
+    "make_loader",
     "match",
     "nms",
     "nms_steps",
     "postprocess",
     "postprocess_reference",
+    "precision_recall",
+    "preset",
+    "save_model",
     "seed_everything",
+    "train",
+    "train_transform",
+    "voc_map",
+    "voc_match",
     "xyxy_to_cxcywh",
 ]
