@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 
 ## Open the notebooks in JupyterLab (the main job).
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Everything CI checks: lint, unit tests, then every notebook against its stored outputs.
 test: venv lint pytest nbval
