@@ -357,19 +357,19 @@ def plot_coverage(
         label=label,
     )
     for x, n in zip(centres.tolist(), report.count_per_bin.tolist(), strict=True):
-        if n:
-            ax.text(x, 1.02, str(n), ha="center", fontsize=7, color="0.4")
+        if n:  # how many objects each bar stands for, at its foot
+            ax.text(x, 0.02, str(n), ha="center", va="bottom", fontsize=7, color="0.25")
     for k, s in enumerate(scales or []):
         ax.axvline(s, color="0.3", linestyle=":", linewidth=1)
-        ax.text(
-            s, -0.08, f"$s_{k + 1}$", ha="center", fontsize=8, transform=ax.get_xaxis_transform()
-        )
+        ax.text(s, 1.1, f"$s_{k + 1}$", ha="center", va="center", fontsize=8)
     ax.set_xlim(0, float(edges[-1]))
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.17)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_xlabel("object size √(w·h), fraction of image side")
     ax.set_ylabel(f"share with a box at IoU ≥ {report.threshold:g}")
     ax.set_title(
-        f"coverage {report.coverage:.0%} of {report.num_objects} objects (count on top)", fontsize=9
+        f"coverage {report.coverage:.0%} of {report.num_objects} objects (count at each foot)",
+        fontsize=9,
     )
     return ax
 
@@ -413,6 +413,7 @@ def plot_box_shape_clusters(
     default_wh: Tensor | None = None,
     assignment: Tensor | None = None,
     ax: Axes | None = None,
+    log: bool = True,
 ) -> Axes:
     """Ground-truth box shapes ``(w, h)`` with k-means centroids and the hand-picked defaults.
 
@@ -421,15 +422,16 @@ def plot_box_shape_clusters(
         centroids: ``(k, 2)`` cluster centres (from :func:`kmeans_box_shapes`).
         default_wh: optional ``(A, 2)`` default box shapes to compare with.
         assignment: optional ``(N,)`` cluster of each box, for colouring.
+        log: logarithmic axes, so that small boxes do not pile up in a corner.
     """
-    ax = _new_axes(ax, figsize=(4.8, 4.5))
-    gt_wh = torch.as_tensor(gt_wh).cpu()
+    ax = _new_axes(ax, figsize=(5, 4.6))
+    gt_wh = torch.as_tensor(gt_wh).detach().cpu()
     colors = [_color(int(a)) for a in assignment] if assignment is not None else "0.5"
-    ax.scatter(gt_wh[:, 0], gt_wh[:, 1], s=6, c=colors, alpha=0.4, linewidths=0)
+    ax.scatter(gt_wh[:, 0], gt_wh[:, 1], s=10, c=colors, alpha=0.6, linewidths=0)
     ax.scatter(
         centroids[:, 0],
         centroids[:, 1],
-        s=120,
+        s=110,
         marker="*",
         c="black",
         label=f"k-means centroids (k={len(centroids)})",
@@ -438,15 +440,22 @@ def plot_box_shape_clusters(
         ax.scatter(
             default_wh[:, 0],
             default_wh[:, 1],
-            s=50,
+            s=45,
             marker="s",
             facecolors="none",
             edgecolors="crimson",
             linewidths=1.5,
-            label="default box shapes",
+            label=f"default box shapes ({len(default_wh)})",
         )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        low = float(min(gt_wh.min(), centroids.min())) * 0.8
+        ax.set_xlim(low, 1.05)
+        ax.set_ylim(low, 1.05)
+    else:
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
     ax.set_aspect("equal")
     ax.set_xlabel("width (fraction of image)")
     ax.set_ylabel("height (fraction of image)")

@@ -21,6 +21,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython import get_ipython
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -67,17 +68,35 @@ class Explorer(widgets.VBox):
         self.info = widgets.HTML()
         self.info.add_class(info_class)
         self._draw = draw
-        # The explorer's own figures are closed before each redraw; outside a notebook (tests)
-        # nothing else would, and pyplot would keep them all.
-        self.output = widgets.interactive_output(self._update, controls)
+        self.output = widgets.interactive_output(self._update, controls)  # draws the first time
         self.output.add_class("ssd-figure")
+        self._show()
         layout = [widgets.HBox([controls[name] for name in row]) for row in rows]
         super().__init__(children=[*layout, self.info, self.output])
 
     def _update(self, **values: Any) -> None:
+        """Redraw: ``interactive_output`` calls this with the controls' values."""
         if self.figure is not None:
             plt.close(self.figure)
         self.figure, self.result, self.info.value = self._draw(**values)
+        plt.close(self.figure)  # pyplot and the inline backend let go of it; _show displays it
+        if hasattr(self, "output"):  # not yet on the first call, from interactive_output itself
+            self._show()
+
+    def _show(self) -> None:
+        """Put the figure into the ``Output`` widget's state, as a PNG display.
+
+        Not ``display()`` inside the Output's context: ipywidgets flushes inline figures only
+        when the backend is named "module://matplotlib_inline...", and matplotlib >= 3.9 says
+        "inline", so the figure would land under the cell, or nowhere after a slider move. A
+        state change also reaches a live front-end, nbclient and nbval in the same way, so a
+        stored notebook and a fresh run show the same outputs.
+        """
+        shell = get_ipython()
+        if shell is None or self.figure is None:  # plain Python (tests): nothing to show it in
+            return
+        data, metadata = shell.display_formatter.format(self.figure)
+        self.output.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
 
 
 def _float_slider(description: str, value: float, lo: float, hi: float, step: float, **kw):
@@ -391,13 +410,14 @@ ANSWER_RTOL = 1e-3  # exercises ask for numbers a learner computes by hand: 3 si
 
 def check_answer(
     name: str, answer: Any, expected: Any, rtol: float = ANSWER_RTOL, hint: str = ""
-) -> str:
-    """An exercise's self-check: prints and returns ``"correct"`` or a friendly ``"not yet: …"``.
+) -> None:
+    """An exercise's self-check: prints ``"correct"`` or a friendly ``"not yet: …"``.
 
     It never raises, so a notebook committed with its exercises unsolved still runs top to
-    bottom. Numbers (and tensors, arrays, lists of numbers) are compared with a relative
-    tolerance ``rtol``; anything else with ``==``. A wrong number is told whether it is too
-    high or too low, but the expected value is never shown.
+    bottom; it returns nothing, so a check cell shows only the printed line. Numbers (and
+    tensors, arrays, lists of numbers) are compared with a relative tolerance ``rtol``;
+    anything else with ``==``. A wrong number is told whether it is too high or too low, but
+    the expected value is never shown.
 
     Args:
         name: the variable the learner fills in, for the message.
@@ -409,7 +429,6 @@ def check_answer(
     if message != "correct" and hint:
         message += f" Hint: {hint}"
     print(message)
-    return message
 
 
 def _judge(name: str, answer: Any, expected: Any, rtol: float) -> str:
