@@ -586,6 +586,7 @@ def plot_positives(
     forced: Tensor | None = None,
     obj: int | None = None,
     ax: Axes | None = None,
+    names: Sequence[str] | None = None,
 ) -> Axes:
     """The positives of one object (or of all, ``obj=None``) in one panel, coloured by layer.
 
@@ -594,6 +595,8 @@ def plot_positives(
         matched_gt: ``(P,)`` long, the matched object of each default box, -1 for background.
         gt_boxes: ``(G, 4)`` xyxy normalised, drawn in cyan (the chosen object thicker).
         forced: ``(P,)`` bool, positives that only the forced best match made (drawn dashed).
+        obj: which object's positives to draw; None draws all.
+        names: the layers' names, for the legend.
     """
     matched_gt = torch.as_tensor(matched_gt).cpu()
     if matched_gt.shape != priors.shape[:1]:
@@ -616,7 +619,8 @@ def plot_positives(
                 ax, boxes[p], color=_color(k), linewidth=1.2, linestyle="--" if forced[p] else "-"
             )
         f = cfg.feature_maps[k]
-        ax.plot([], [], color=_color(k), label=f"layer {k} ({f}×{f}): {len(idx)}")
+        name = names[k] if names else f"layer {k}"
+        ax.plot([], [], color=_color(k), label=f"{name} ({f}×{f}): {len(idx)}")
     ax.legend(loc="lower left", fontsize=7, framealpha=0.8, title="positives", title_fontsize=7)
     return ax
 
@@ -672,6 +676,38 @@ def plot_encoding(
     dx, dy, dw, dh = torch.as_tensor(offsets).tolist()
     ax.set_title(f"Δcx={dx:.2f}  Δcy={dy:.2f}  Δw={dw:.2f}  Δh={dh:.2f}", fontsize=9)
     return ax
+
+
+OFFSET_NAMES = ("Δcx", "Δcy", "Δw", "Δh")  # the four regression targets, in encode's order
+
+
+def plot_offset_histograms(offsets: dict[str, Tensor], bins: int = 40) -> Figure:
+    """Histograms of regression targets, one panel per coordinate, one series per entry.
+
+    Args:
+        offsets: name -> ``(N, 4)`` offsets (Δcx, Δcy, Δw, Δh) of N positives, e.g. the same
+            positives encoded with and without the variances.
+        bins: histogram bins per panel (shared by the series).
+    """
+    series = {}
+    for name, values in offsets.items():
+        values = torch.as_tensor(values).detach().cpu().float()
+        if values.dim() != 2 or values.shape[1] != 4:
+            raise ValueError(f"{name}: expected offsets of shape (N, 4), got {tuple(values.shape)}")
+        series[name] = values
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.8), layout="constrained")
+    for k, ax in enumerate(axes):
+        pooled = torch.cat([v[:, k] for v in series.values()]).numpy()
+        edges = np.histogram_bin_edges(pooled, bins=bins)  # shared, so the heights compare
+        for i, (name, values) in enumerate(series.items()):
+            v = values[:, k]
+            label = f"{name} (std {float(v.std()):.2f})"
+            ax.hist(v.numpy(), bins=edges, alpha=0.55, color=_color(i), label=label)
+    for k, ax in enumerate(axes):
+        ax.set_title(OFFSET_NAMES[k], fontsize=10)
+        ax.legend(fontsize=7)
+        ax.set_yticks([])
+    return fig
 
 
 # -- §3 Non-maximum suppression --------------------------------------------------------------------

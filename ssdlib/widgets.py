@@ -307,6 +307,7 @@ def matching_explorer(
     gt_labels: Tensor,
     cfg: PriorConfig = SSD300_VOC,
     object_names: Sequence[str] | None = None,
+    layer_names: Sequence[str] | None = None,
 ) -> Explorer:
     """A threshold slider and an object picker over the matching of one image.
 
@@ -317,6 +318,7 @@ def matching_explorer(
         gt_boxes: ``(G, 4)`` xyxy normalised, G >= 1.
         gt_labels: ``(G,)`` classes >= 1.
         object_names: a name per object for the picker.
+        layer_names: the source maps' names, for the legend.
     """
     _check_image_boxes(gt_boxes)
     if len(gt_boxes) == 0:
@@ -328,6 +330,8 @@ def matching_explorer(
     )
     if len(names) != len(gt_boxes):
         raise ValueError(f"got {len(names)} object names for {len(gt_boxes)} objects")
+    if layer_names is not None and len(layer_names) != len(cfg.feature_maps):
+        raise ValueError(f"got {len(layer_names)} layer names for {len(cfg.feature_maps)} layers")
     priors = default_boxes(cfg)
     layers = layer_of_prior(cfg)  # (P,) source layer of each default box
     threshold = _float_slider("IoU threshold", IOU_THRESHOLD, 0.1, 0.9, 0.05)
@@ -347,7 +351,15 @@ def matching_explorer(
             1, 2, figsize=(9.5, 4.2), layout="constrained", width_ratios=(1, 1.1)
         )
         plot_positives(
-            image, priors, matched, cfg, gt_boxes=gt_boxes, forced=forced, obj=obj, ax=ax_img
+            image,
+            priors,
+            matched,
+            cfg,
+            gt_boxes=gt_boxes,
+            forced=forced,
+            obj=obj,
+            ax=ax_img,
+            names=layer_names,
         )
         plot_iou_histogram(details.iou[0, obj], threshold=threshold, ax=ax_hist)
         mine = matched == obj

@@ -400,3 +400,15 @@ def test_layer_geometry_puts_receptive_fields_beside_the_default_boxes():
     assert len(rectangles(fig.axes[0])) == 3  # receptive field, default box, cell
     with pytest.raises(ValueError, match="square"):
         viz.receptive_fields([nn.Conv2d(3, 4, (3, 1))])
+
+
+def test_plot_offset_histograms_one_series_per_entry_in_each_panel():
+    a, b = torch.randn(50, 4), torch.randn(30, 4) * 3
+    fig = viz.plot_offset_histograms({"scaled": a, "raw": b}, bins=10)
+    assert [ax.get_title() for ax in fig.axes] == ["Δcx", "Δcy", "Δw", "Δh"]
+    for k, ax in enumerate(fig.axes):
+        assert len(ax.patches) == 20  # 10 bars per series
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == [f"scaled (std {a[:, k].std():.2f})", f"raw (std {b[:, k].std():.2f})"]
+    with pytest.raises(ValueError, match=r"raw: .*\(5, 3\)"):
+        viz.plot_offset_histograms({"raw": torch.zeros(5, 3)})

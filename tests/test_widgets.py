@@ -145,6 +145,15 @@ def test_matching_explorer_threshold_and_object():
     assert "<b>1</b> positives (1 forced)" in ex.info.value
 
 
+def test_matching_explorer_names_the_layers_in_its_legend():
+    names = ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
+    ex = W.matching_explorer(IMAGE, GT, LABELS, layer_names=names)
+    legend = [t.get_text() for t in ex.figure.axes[0].get_legend().get_texts()]
+    assert [t.split(" ")[0] for t in legend] == names
+    with pytest.raises(ValueError, match="2 layer names for 6 layers"):
+        W.matching_explorer(IMAGE, GT, LABELS, layer_names=names[:2])
+
+
 def test_matching_explorer_rejects_an_image_without_objects():
     with pytest.raises(ValueError, match="at least one object"):
         W.matching_explorer(IMAGE, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
