@@ -37,6 +37,8 @@ PALETTE = plt.get_cmap("tab10").colors  # one colour per object or layer, cyclin
 GT_COLOR = "#00e5ff"  # ground truth: a cyan that stands out on photos and on the tab10 colours
 PANEL_INCHES = 3.2  # side of one image panel; six of them fit a notebook's width in two rows
 GRID_ALPHA = 0.35  # cell grid lines: visible, but quieter than the boxes drawn over them
+FLAT_RTOL = 1e-5  # a map whose values differ by less than this (relative) is drawn flat: the
+# differences are float32 rounding, which min-max scaling would blow up into a fake pattern
 MAX_GRID_LINES = 40  # finer grids than this only darken the photo; draw every other line
 
 
@@ -196,14 +198,15 @@ def plot_feature_map(
     Args:
         fmap: ``(H', W')`` activations; each cell is drawn as a square over the image region it
             comes from. Values are min-max scaled to [0, 1] for display (only the pattern shows,
-            not the magnitude).
+            not the magnitude); a map that is constant up to rounding is drawn as zeros.
     """
     fmap = torch.as_tensor(fmap).detach().cpu().float()
     if fmap.dim() != 2:
         raise ValueError(f"expected a feature map of shape (H, W), got {tuple(fmap.shape)}")
     ax = show_image(image, ax=ax, title=title)
-    lo, hi = fmap.min(), fmap.max()
-    scaled = (fmap - lo) / (hi - lo) if hi > lo else torch.zeros_like(fmap)
+    lo, hi = float(fmap.min()), float(fmap.max())
+    flat = hi - lo <= FLAT_RTOL * max(abs(lo), abs(hi))  # only rounding noise: no pattern
+    scaled = torch.zeros_like(fmap) if flat else (fmap - lo) / (hi - lo)
     ax.imshow(
         scaled.numpy(),
         extent=(0, 1, 1, 0),
@@ -217,29 +220,42 @@ def plot_feature_map(
     return ax
 
 
+SUMMARIES = {  # ways to turn a (C, H, W) map into one (H, W) picture without picking a channel
+    "mean": lambda fmap: fmap.mean(dim=0),  # average response (ReLU maps are >= 0)
+    "max": lambda fmap: fmap.amax(dim=0),  # the strongest channel at each cell
+    "norm": lambda fmap: fmap.norm(dim=0),  # L2 norm; constant on an L2-normalised map
+}
+
+
 def plot_source_maps(
     image: Tensor | np.ndarray,
     fmaps: Sequence[Tensor],
     names: Sequence[str] | None = None,
     ncols: int = 3,
+    summary: str = "mean",
 ) -> Figure:
-    """Every source map of one image: the L2 norm over channels of each ``(C, H', W')`` map.
+    """Every source map of one image, each summarised over its channels and laid over the photo.
 
-    The channel norm is a summary that needs no choice of channel: bright cells are where the
-    layer responds strongly to anything at all.
+    Args:
+        fmaps: one ``(C, H', W')`` map per layer (a batch dim of 1 is dropped).
+        names: the layers' names, for the titles.
+        summary: "mean" (default), "max" or "norm" over the channels. SSD's conv4_3 map is
+            L2-normalised per cell (§3.1), so its "norm" is the same everywhere.
     """
+    if summary not in SUMMARIES:
+        raise ValueError(f"summary must be one of {list(SUMMARIES)}, got {summary!r}")
     names = names or [f"map {k}" for k in range(len(fmaps))]
     if len(names) != len(fmaps):
         raise ValueError(f"got {len(names)} names for {len(fmaps)} feature maps")
     fig, axes = _panels(len(fmaps), ncols)
     for ax, fmap, name in zip(axes, fmaps, names, strict=True):
-        fmap = torch.as_tensor(fmap).detach()
+        fmap = torch.as_tensor(fmap).detach().cpu().float()
         if fmap.dim() == 4 and fmap.shape[0] == 1:
             fmap = fmap[0]
         if fmap.dim() != 3:
             raise ValueError(f"{name}: expected a map of shape (C, H, W), got {tuple(fmap.shape)}")
         c, h, w = fmap.shape
-        plot_feature_map(image, fmap.norm(dim=0), ax=ax, title=f"{name}: {c}×{h}×{w}")
+        plot_feature_map(image, SUMMARIES[summary](fmap), ax=ax, title=f"{name}: {c}×{h}×{w}")
     return fig
 
 
@@ -251,12 +267,17 @@ def plot_receptive_fields(
 ) -> Figure:
     """For each source map, three squares around one point of the image: the cell (stride), the
     default box of scale ``s_k``, and the theoretical receptive field (the input pixels that can
-    reach one cell; it is clipped by the image border).
+    reach one cell; drawn clipped by the image border, its side is in the title).
+
+    Args:
+        table: from :func:`layer_geometry`; sizes in pixels of the network input.
+        centre: ``(x, y)`` normalised point the squares are centred on.
     """
     fig, axes = _panels(len(table), ncols)
     cx, cy = centre
     for ax, row in zip(axes, table, strict=True):
-        show_image(image, ax=ax, title=f"{row.name} ({row.size}×{row.size})")
+        title = f"{row.name} ({row.size}×{row.size}): RF {row.receptive_field:.0f} px"
+        show_image(image, ax=ax, title=title)
         for side, color, style, label in (
             (row.receptive_field, "white", ":", "receptive field"),
             (row.box_scale, GT_COLOR, "-", "default box $s_k$"),

@@ -101,8 +101,11 @@ def test_plot_feature_map_overlays_the_min_max_scaled_map():
     assert ax.images[-1].get_extent() == [0, 1, 1, 0]  # stretched over the whole photo
 
 
-def test_plot_feature_map_of_a_constant_map_is_zero_not_nan():
+def test_plot_feature_map_of_a_constant_map_is_zero_not_nan_or_noise():
     ax = viz.plot_feature_map(IMAGE, torch.full((3, 3), 7.0))
+    assert np.all(ax.images[-1].get_array() == 0)
+    rounding = torch.tensor([[1.0, 1.0 - 6e-8], [1.0 + 1e-7, 1.0]])  # float32 rounding only
+    ax = viz.plot_feature_map(IMAGE, rounding)
     assert np.all(ax.images[-1].get_array() == 0)
 
 
@@ -112,6 +115,26 @@ def test_plot_source_maps_titles_give_each_maps_shape():
     assert titles == ["a: 8×4×4", "b: 16×2×2"]
     with pytest.raises(ValueError, match="2 names for 1"):
         viz.plot_source_maps(IMAGE, [torch.rand(8, 4, 4)], ["a", "b"])
+    with pytest.raises(ValueError, match="'median'"):
+        viz.plot_source_maps(IMAGE, [torch.rand(8, 4, 4)], summary="median")
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected"),
+    [("mean", [[1.0, 0.0], [0.5, 0.0]]), ("max", [[1.0, 0.0], [0.5, 0.0]]), ("norm", None)],
+)
+def test_plot_source_maps_summaries(summary, expected):
+    fmap = torch.zeros(2, 2, 2)
+    fmap[0] = torch.tensor([[4.0, 0.0], [2.0, 0.0]])
+    fmap[1] = torch.tensor([[4.0, 0.0], [2.0, 0.0]])
+    fig = viz.plot_source_maps(IMAGE, [fmap], summary=summary)
+    shown = fig.axes[0].images[-1].get_array()
+    if expected is not None:
+        np.testing.assert_allclose(shown, expected)
+    # an L2-normalised map has the same norm at every cell: the "norm" picture is flat
+    unit = torch.nn.functional.normalize(torch.rand(5, 3, 3), dim=0)
+    flat = viz.plot_source_maps(IMAGE, [unit], summary="norm").axes[0].images[-1].get_array()
+    assert np.ptp(flat) == 0
 
 
 # -- default boxes ---------------------------------------------------------------------------------
@@ -398,6 +421,7 @@ def test_layer_geometry_puts_receptive_fields_beside_the_default_boxes():
         viz.layer_geometry(stages[:1], ["a", "b"], cfg)
     fig = viz.plot_receptive_fields(IMAGE, rows)
     assert len(rectangles(fig.axes[0])) == 3  # receptive field, default box, cell
+    assert fig.axes[1].get_title() == "b (2×2): RF 7 px"
     with pytest.raises(ValueError, match="square"):
         viz.receptive_fields([nn.Conv2d(3, 4, (3, 1))])
 
