@@ -436,3 +436,27 @@ def test_plot_offset_histograms_one_series_per_entry_in_each_panel():
         assert labels == [f"scaled (std {a[:, k].std():.2f})", f"raw (std {b[:, k].std():.2f})"]
     with pytest.raises(ValueError, match=r"raw: .*\(5, 3\)"):
         viz.plot_offset_histograms({"raw": torch.zeros(5, 3)})
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+def test_analysis_and_figures_take_tensors_on_any_device(device):
+    gt = torch.tensor([[0.1, 0.1, 0.9, 0.95], [0.6, 0.6, 0.7, 0.72]], device=device)
+    priors = default_boxes(SSD300_VOC, device=device)
+    on_cpu = viz.default_box_coverage(gt.cpu(), SSD300_VOC)
+    here = viz.default_box_coverage(gt, priors)
+    torch.testing.assert_close(here.best_iou, on_cpu.best_iou)
+    assert torch.equal(here.num_matches, on_cpu.num_matches)
+    _, _, details = assign_targets(
+        [gt], [torch.tensor([1, 2], device=device)], priors, return_details=True
+    )
+    matched, forced = details.matched_gt[0], details.forced[0]
+    viz.plot_matches(IMAGE.to(device), priors, matched, SSD300_VOC, gt_boxes=gt, forced=forced)
+    viz.plot_positives(IMAGE, priors, matched, SSD300_VOC, gt_boxes=gt, forced=forced, obj=0)
+    viz.plot_iou_maps(details.iou[0, 0], SSD300_VOC)
+    boxes, _, _ = viz.jittered_detections(gt, torch.tensor([1, 2], device=device))
+    assert boxes.device.type == "cpu"  # made on the CPU from a seeded generator
+    wh = (gt[:, 2:] - gt[:, :2]).repeat(3, 1)
+    result = viz.kmeans_box_shapes(wh, k=2)
+    assert result.centroids.device.type == "cpu"

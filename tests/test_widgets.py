@@ -227,3 +227,17 @@ def test_check_answer_adds_the_hint_only_when_wrong(capsys):
     assert capsys.readouterr().out.strip().endswith("too low. Hint: count again.")
     W.check_answer("n", 2, 2, hint="count again.")
     assert capsys.readouterr().out == "correct\n"
+
+
+def test_explorers_take_tensors_on_any_device(device):
+    gt, labels = GT.to(device), LABELS.to(device)
+    ex = W.default_box_explorer(IMAGE.to(device), gt)
+    ex.controls["s_min"].value = 0.15
+    assert ex.result[1].num_objects == 2
+    ex = W.matching_explorer(IMAGE, gt, labels)
+    ex.controls["threshold"].value = 0.4
+    assert "positives" in ex.info.value
+    boxes, scores, _ = jittered_detections(GT, LABELS)
+    ex = W.nms_explorer(IMAGE, boxes.to(device), scores.to(device))
+    ex.controls["step"].value = 1
+    assert "keeps box" in ex.info.value
