@@ -9,21 +9,41 @@ stored under ``data/experiments/`` with a key made of
 * a hash of every source file of ``ssdlib`` (any change to the library invalidates every result),
 
 and :func:`cached_experiment` re-runs the experiment whenever the key differs.
+
+The experiments themselves: :func:`train_and_evaluate` trains a variant of a preset on
+ShapesDataset for a fixed number of steps (never minutes, so a run repeats) and measures it:
+COCO mAP overall and by object size, AP per class, :func:`recall_by_size`, the loss curve and
+the speed. :func:`object_sizes` measures what augmentation does to the objects' sizes.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import functools
 import hashlib
+import itertools
 import json
+import math
 import os
 import platform
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
+
+from .boxes import box_area, box_iou
+from .data import ShapesDataset, train_transform
+from .evaluate import evaluate
+from .model import SSD, build_ssd, config_from_dict
+from .train import TrainConfig, train
+from .train import preset as make_preset
+from .utils import default_device, seed_everything
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE_DIR = PACKAGE_DIR.parent / "data" / "experiments"
@@ -121,3 +141,326 @@ def cached_experiment(
         ) from err
     _write_json_atomically(record, path)
     return {**record, "cached": False}
+
+
+# -- Training and evaluating one variant of a preset (the lessons' measured comparisons) --------
+
+TRAIN_IMAGES = 1000  # a fixed training set, as a real dataset is: the network sees each image
+# several times, so that augmentation and overfitting matter as they do in practice
+VAL_IMAGES = 200  # held-out images: ~700 objects, enough to tell AP differences of a few points
+REFERENCE_SIZE = 300  # COCO's small / medium / large are pixel areas (32², 96²); we state each
+# object's area as if its image were SSD300's 300×300 input, so they mean what they mean there
+SIZE_BIN_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 1.0)  # object side √(w·h) / image side:
+# finer at the small end, where recall changes fastest
+RECALL_IOU = 0.5  # a ground-truth box counts as found by a detection of its class from this IoU
+LOSS_CURVE_POINTS = 12  # rows of the loss curve kept in a result (it is plotted, not analysed)
+SPEED_BATCH = 16  # images per timed forward pass (the presets' batch)
+SPEED_REPEATS = 5  # timed passes after one warm-up; the median is reported
+
+
+class _Samples(torch.utils.data.Dataset):
+    """A list of ``(image, target)`` samples with the ``.classes`` of the dataset it came from."""
+
+    def __init__(self, samples: list[tuple[Tensor, dict[str, Any]]], classes: list[str]) -> None:
+        self.samples, self.classes = samples, classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        return self.samples[index]
+
+
+@functools.lru_cache(maxsize=4)
+def _evaluation_set(num_images: int, image_size: int, seed: int, split: str) -> _Samples:
+    """Shapes images drawn once per process, each box with its area at REFERENCE_SIZE."""
+    dataset = ShapesDataset(num_images, image_size, seed=seed, split=split)
+    scale = (REFERENCE_SIZE / image_size) ** 2
+    samples = []
+    for image, target in dataset:
+        area = box_area(target["boxes"]) * scale  # (G,) as if the image were 300×300 px
+        samples.append((image, {**target, "area": area}))
+    return _Samples(samples, dataset.classes)
+
+
+def recall_by_size(
+    predictions: Sequence[dict[str, Tensor]],
+    targets: Sequence[dict[str, Tensor]],
+    image_size: float,
+    bin_edges: Sequence[float] = SIZE_BIN_EDGES,
+    iou_threshold: float = RECALL_IOU,
+) -> dict[str, list]:
+    """Which ground-truth boxes some detection finds, by object size.
+
+    Per image and class, detections in order of falling score each claim the unclaimed
+    ground-truth box they overlap most, if that IoU reaches ``iou_threshold`` (COCO's greedy
+    matching). Every detection counts, whatever its score: this is the recall at the end of the
+    precision-recall curve, the most a detector's list finds.
+
+    Args:
+        predictions: per image ``boxes`` ``(D, 4)`` xyxy pixels, ``scores`` ``(D,)``, ``labels``.
+        targets: per image ``boxes`` ``(G, 4)`` xyxy pixels, ``labels`` ``(G,)``.
+        image_size: side of the (square) images in pixels: sizes are ``√(w·h) / image_size``.
+        bin_edges: ``S + 1`` increasing edges of the size bins; sizes at or above the last
+            edge fall in the last bin.
+        iou_threshold: the overlap that counts as found.
+
+    Returns:
+        ``bin_edges``, ``num_objects`` (S counts), ``recall`` (S shares, None for an empty bin),
+        ``sizes`` and ``found`` (per ground-truth box, in image order).
+    """
+    if len(predictions) != len(targets):
+        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
+    edges = [float(e) for e in bin_edges]
+    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ValueError(f"bin_edges must be at least 2 increasing values, got {edges}")
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    sizes: list[float] = []
+    found: list[bool] = []
+    for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
+        gt_boxes = torch.as_tensor(target["boxes"], dtype=torch.float64).reshape(-1, 4)
+        gt_labels = torch.as_tensor(target["labels"]).reshape(-1)
+        boxes = torch.as_tensor(pred["boxes"], dtype=torch.float64).reshape(-1, 4)
+        scores = torch.as_tensor(pred["scores"]).reshape(-1)
+        labels = torch.as_tensor(pred["labels"]).reshape(-1)
+        if not len(boxes) == len(scores) == len(labels):
+            raise ValueError(
+                f"predictions[{i}]: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+            )
+        hit = torch.zeros(len(gt_boxes), dtype=torch.bool)  # (G,)
+        if len(gt_boxes) and len(boxes):
+            iou = box_iou(boxes, gt_boxes)  # (D, G)
+            iou[labels[:, None] != gt_labels[None, :]] = -1.0  # other classes never match
+            for d in torch.argsort(scores, descending=True, stable=True).tolist():
+                free = iou[d].masked_fill(hit, -1.0)  # (G,) boxes not yet claimed
+                g = int(free.argmax())
+                if free[g] >= iou_threshold:
+                    hit[g] = True
+        wh = (gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0)  # (G, 2)
+        sizes += ((wh[:, 0] * wh[:, 1]).sqrt() / image_size).tolist()
+        found += hit.tolist()
+    which = [min(max(bisect.bisect_right(edges, s) - 1, 0), len(edges) - 2) for s in sizes]
+    counts = [0] * (len(edges) - 1)
+    hits = [0] * (len(edges) - 1)
+    for b, f in zip(which, found, strict=True):
+        counts[b] += 1
+        hits[b] += int(f)
+    return {
+        "bin_edges": edges,
+        "num_objects": counts,
+        "recall": [h / n if n else None for h, n in zip(hits, counts, strict=True)],
+        "sizes": sizes,
+        "found": found,
+    }
+
+
+def inference_speed(
+    model: SSD, images: Tensor, repeats: int = SPEED_REPEATS, device: torch.device | None = None
+) -> float:
+    """Images per second of ``model.detect`` on a batch ``(B, 3, S, S)``: the median of
+    ``repeats`` timed passes after one untimed warm-up (network, decoding and NMS)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device = device if device is not None else model.priors.device
+    images = images.to(device)
+    model.detect(images)  # warm-up: allocations, lazy initialisation, kernel selection
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model.detect(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return len(images) / statistics.median(seconds)
+
+
+def _json_number(x: float) -> float | None:
+    """JSON has no nan: a metric without ground truth becomes None (null)."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _make_config(
+    preset_name: str, overrides: dict[str, Any], seed: int
+) -> tuple[TrainConfig, tuple[int, ...] | None]:
+    """The TrainConfig of a run and its ``sources`` (see :func:`ssdlib.model.build_ssd`)."""
+    overrides = dict(overrides)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known - {"sources"})
+    if unknown:
+        raise ValueError(f"overrides {unknown} are not TrainConfig fields (nor 'sources')")
+    if "seed" in overrides:
+        raise ValueError("give the seed as train_and_evaluate(seed=...), not in overrides")
+    sources = overrides.pop("sources", None)
+    if isinstance(overrides.get("priors"), dict):
+        overrides["priors"] = config_from_dict(overrides["priors"])
+    if "milestones" in overrides:
+        overrides["milestones"] = tuple(overrides["milestones"])
+    # The budget is steps, never minutes, so that a run repeats; validation happens after.
+    budget = {"max_minutes": None, "eval_every": 0}
+    config = make_preset(preset_name, **{**budget, **overrides, "seed": seed})
+    if config.max_steps is None and config.epochs is None:
+        raise ValueError(f"preset {preset_name!r} has no step budget: give overrides['max_steps']")
+    return config, tuple(sources) if sources is not None else None
+
+
+def train_and_evaluate(
+    preset: str = "cpu-tiny",
+    overrides: dict[str, Any] | None = None,
+    train_images: int = TRAIN_IMAGES,
+    val_images: int = VAL_IMAGES,
+    seen_images: int = 0,
+    augment: bool = True,
+    seed: int = 0,
+    data_seed: int = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Train a variant of a preset on ShapesDataset and evaluate it; JSON-able results.
+
+    The variant is ``preset(preset, **overrides)`` with a step budget (``max_minutes`` is
+    switched off, so a run repeats; the overrides must give ``max_steps`` if the preset has no
+    step or epoch budget). ``overrides["priors"]`` may be a PriorConfig as a dict
+    (:func:`ssdlib.model.config_to_dict`), and ``overrides["sources"]`` says which backbone map
+    each prior layer reads (:func:`ssdlib.model.build_ssd`), e.g. ``[1, 1, 1, 1, 1]``.
+
+    Data: ``train_images`` shapes images of the "train" split (drawn at the preset's input size,
+    augmented with :func:`ssdlib.data.train_transform` if ``augment``, else used as they are),
+    and ``val_images`` of the "val" split, both from ``data_seed``. Evaluated on the val images
+    and, if ``seen_images`` > 0, on that many training images without augmentation (the gap
+    between seen and unseen images shows overfitting).
+
+    Args:
+        preset: a name in :data:`ssdlib.train.PRESETS`.
+        overrides: TrainConfig fields to replace (plain JSON values), plus ``sources``.
+        train_images, val_images: sizes of the training set and the held-out set.
+        seen_images: how many training images to evaluate on as well (0: none).
+        augment: SSD's augmentation on the training images.
+        seed: the weights' initialisation, the data order and the augmentation draws.
+        data_seed: which shapes images make up the two sets.
+        device: default CUDA if present, else the CPU.
+
+    Returns:
+        A dict: the run (``preset``, ``priors``, ``num_priors``, ``boxes_per_cell``,
+        ``feature_maps``, ``sources``, ``steps``, ``epochs``), COCO metrics on the val set
+        (``map``, ``map_50``, ``map_75``, ``map_small/medium/large``, ``mar_100``,
+        ``ap50_per_class``), ``voc07_map``, ``train_map`` and ``train_map_50`` (on seen
+        images; None if ``seen_images`` is 0), ``recall_by_size`` (see :func:`recall_by_size`,
+        without the per-box lists), ``loss_curve`` (``step`` and ``loss`` lists), ``train_seconds``,
+        ``train_images_per_s`` and ``images_per_s`` (inference, :func:`inference_speed`).
+        Metrics without ground truth are None.
+    """
+    config, sources = _make_config(preset, overrides or {}, seed)
+    size = config.priors.image_size
+    device = torch.device(device) if device is not None else default_device()
+    transform = train_transform(size) if augment else None
+    train_set = ShapesDataset(
+        train_images, size, seed=data_seed, split="train", transforms=transform
+    )
+    val_set = _evaluation_set(val_images, size, data_seed, "val")
+    if not 0 <= seen_images <= train_images:
+        raise ValueError(
+            f"seen_images must be in [0, train_images={train_images}], got {seen_images}"
+        )
+
+    seed_everything(seed)  # the same initial weights as train() would make
+    model = build_ssd(
+        config.priors,
+        len(train_set.classes),
+        config.width,
+        config.batch_norm,
+        train_set.classes,
+        sources=sources,
+    )
+    start = time.perf_counter()
+    result = train(config, train_set, None, device=device, progress=False, model=model)
+    train_seconds = time.perf_counter() - start
+    model = result.model.eval()
+
+    metrics, predictions, targets = evaluate(
+        model, val_set, config.batch_size, device, progress=False, return_predictions=True
+    )
+    seen = {"map": None, "map_50": None}
+    if seen_images:
+        seen_set = _evaluation_set(seen_images, size, data_seed, "train")
+        seen = evaluate(model, seen_set, config.batch_size, device, progress=False)
+    recall = recall_by_size(predictions, targets, size)
+    batch = torch.stack([val_set[i][0] for i in range(min(SPEED_BATCH, len(val_set)))])
+    history = result.history
+    keep = (
+        sorted(
+            {
+                round(i * (len(history) - 1) / (LOSS_CURVE_POINTS - 1))
+                for i in range(LOSS_CURVE_POINTS)
+            }
+        )
+        if history
+        else []
+    )
+    coco_keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
+    return {
+        "preset": config.name,
+        "priors": config.priors.name,
+        "num_priors": config.priors.num_priors,
+        "boxes_per_cell": config.priors.boxes_per_cell,
+        "feature_maps": list(config.priors.feature_maps),
+        "sources": list(model.sources),
+        "source_names": model.source_names,
+        "steps": result.step,
+        "epochs": result.step * config.batch_size / train_images,
+        "train_images": train_images,
+        "val_images": val_images,
+        "augment": augment,
+        **{k: _json_number(metrics[k]) for k in coco_keys},
+        "voc07_map": _json_number(metrics["voc07_map"]),
+        "ap50_per_class": {k: _json_number(v) for k, v in metrics["ap50_per_class"].items()},
+        "train_map": _json_number(seen["map"]),
+        "train_map_50": _json_number(seen["map_50"]),
+        "recall_by_size": {k: recall[k] for k in ("bin_edges", "num_objects", "recall")},
+        "loss_curve": {
+            "step": [int(history[i]["step"]) for i in keep],
+            "loss": [float(history[i]["loss"]) for i in keep],
+        },
+        "train_seconds": train_seconds,
+        "train_images_per_s": result.step * config.batch_size / max(train_seconds, 1e-9),
+        "images_per_s": inference_speed(model, batch, device=device),
+    }
+
+
+def object_sizes(
+    dataset: torch.utils.data.Dataset,
+    transform: Callable[[Tensor, dict], tuple[Tensor, dict]] | None = None,
+    draws: int = 1,
+    seed: int = 0,
+) -> Tensor:
+    """Sizes √(w·h) / image side of every object in ``draws`` passes over ``dataset``.
+
+    With a random ``transform`` each pass draws new augmentations (from a stream seeded with
+    ``seed``; the global RNG is left as it was), so the result is the object-size distribution
+    the network is trained on. Image sides are taken after the transform (square images are
+    assumed, as SSD's are after resizing; otherwise the geometric mean of the sides is used).
+
+    Args:
+        dataset: items ``(image (3, H, W), {"boxes": (G, 4) xyxy pixels, ...})``, untransformed.
+        transform: e.g. :func:`ssdlib.data.train_transform`; None: the dataset's own objects.
+        draws: passes over the dataset (only useful with a random transform).
+        seed: seed of the augmentation stream.
+
+    Returns:
+        ``(N,)`` float32 sizes, in dataset order, pass after pass.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    sizes = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(draws):
+            for i in range(len(dataset)):
+                image, target = dataset[i]
+                if transform is not None:
+                    image, target = transform(image, target)
+                h, w = image.shape[-2:]
+                wh = (target["boxes"][:, 2:] - target["boxes"][:, :2]).clamp(min=0)  # (G, 2)
+                sizes.append((wh[:, 0] * wh[:, 1]).sqrt() / math.sqrt(h * w))
+    return torch.cat(sizes).float() if sizes else torch.zeros(0)

@@ -143,12 +143,18 @@ def plan_extras(cfg: PriorConfig) -> tuple[ExtraLayer, ...]:
     step from side ``s`` to the next side ``t`` is a 3×3 stride-2 pad-1 convolution when
     ``t = ceil(s / 2)``, else a 3×3 convolution without padding when ``t = s - 2``.
     """
-    sizes = tuple(cfg.feature_maps)
-    if (cfg.image_size, sizes) in PAPER_EXTRAS:
-        return PAPER_EXTRAS[(cfg.image_size, sizes)]
+    return _plan_extras_for_sides(cfg.image_size, tuple(cfg.feature_maps), cfg.name)
+
+
+def _plan_extras_for_sides(
+    image_size: int, sizes: tuple[int, ...], name: str
+) -> tuple[ExtraLayer, ...]:
+    """:func:`plan_extras` for the chain of map sides ``sizes`` (conv4_3, fc7, extras…)."""
+    if (image_size, sizes) in PAPER_EXTRAS:
+        return PAPER_EXTRAS[(image_size, sizes)]
     if len(sizes) < 2:
         raise ValueError(
-            f"{cfg.name}: SSD's first two source maps are conv4_3 and fc7, so the config needs "
+            f"{name}: SSD's first two source maps are conv4_3 and fc7, so the config needs "
             f"at least 2 feature maps, got {list(sizes)}"
         )
     layers = []
@@ -160,7 +166,7 @@ def plan_extras(cfg: PriorConfig) -> tuple[ExtraLayer, ...]:
             kernel, stride, padding = 3, 1, 0
         else:
             raise ValueError(
-                f"{cfg.name}: no extra layer takes feature map {k + 1} ({s}×{s}) to feature map "
+                f"{name}: no extra layer takes feature map {k + 1} ({s}×{s}) to feature map "
                 f"{k + 2} ({t}×{t}): a 3×3 stride-2 conv gives {math.ceil(s / 2)}×"
                 f"{math.ceil(s / 2)}, a 3×3 conv without padding {s - 2}×{s - 2}"
             )
@@ -335,6 +341,42 @@ def _source_sizes(cfg: PriorConfig, extras: Sequence[ExtraLayer], width: float) 
     return [m.shape[-1] for m in maps]
 
 
+def _check_sources(cfg: PriorConfig, sources: Sequence[int] | None) -> tuple[int, ...]:
+    """``sources[k]``: the backbone map (0 conv4_3, 1 fc7, 2 the first extra layer's, …) that
+    prior layer ``k`` reads; None gives the paper's one map per layer, ``(0, 1, …, m-1)``."""
+    m = len(cfg.feature_maps)
+    if sources is None:
+        return tuple(range(m))
+    sources = tuple(sources)
+    if len(sources) != m or any(not isinstance(s, int) or s < 0 for s in sources):
+        raise ValueError(
+            f"{cfg.name}: sources needs one backbone map index >= 0 (0 conv4_3, 1 fc7, 2 the "
+            f"first extra layer, …) for each of the {m} feature maps, got {sources}"
+        )
+    return sources
+
+
+def _extras_for_sources(
+    cfg: PriorConfig, sources: tuple[int, ...], width: float
+) -> tuple[ExtraLayer, ...]:
+    """The extra layers up to the deepest map in ``sources``, planned from the sides the config
+    gives the maps it uses. An extra map between two used ones must be used too: nothing else
+    says how large it should be."""
+    top = max(sources)
+    if top <= 1:  # conv4_3 and fc7 come with the base network
+        return ()
+    sides = {s: cfg.feature_maps[k] for k, s in reversed(list(enumerate(sources)))}
+    missing = [i for i in range(2, top) if i not in sides]
+    if missing:
+        raise ValueError(
+            f"{cfg.name}: sources {sources} skip backbone map(s) {missing} on the way to map "
+            f"{top}; give each extra layer below the deepest one some default boxes"
+        )
+    base = _source_sizes(cfg, (), width)  # [conv4_3, fc7] sides from the base network alone
+    chain = (*base, *(sides[i] for i in range(2, top + 1)))
+    return _plan_extras_for_sides(cfg.image_size, chain, cfg.name)
+
+
 def _init_weights(backbone: SSDBackbone, head: SSDHead) -> None:
     """VGG16's own initialisation for the base (He, fan-out, as torchvision's VGG; normally it is
     replaced by ImageNet weights); Xavier for the extra layers and the heads, as the released
@@ -357,6 +399,10 @@ class SSD(nn.Module):
     offsets and class logits for each default box of ``self.priors`` (``(P, 4)`` cxcywh).
     ``forward = head(backbone(normalize(images)))``; :meth:`source_maps` returns the maps between.
 
+    Prior layer ``k`` reads backbone map ``sources[k]``: by default map k, as in the paper. Other
+    choices rebuild the experiments of SSD Table 3, e.g. ``sources=(1,) * 5`` puts the boxes of
+    all five scales on fc7 alone ("conv7 only", the stacked scales of a single source layer).
+
     ``print(nn.Module.__repr__(model))`` lists every layer.
     """
 
@@ -373,6 +419,7 @@ class SSD(nn.Module):
         class_names: Sequence[str] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        sources: Sequence[int] | None = None,
     ):
         super().__init__()
         if num_classes < 2:
@@ -388,13 +435,20 @@ class SSD(nn.Module):
             )
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
-        extras = plan_extras(cfg)
+        self.sources = _check_sources(cfg, sources)
+        paper_sources = self.sources == tuple(range(len(cfg.feature_maps)))
+        if paper_sources:
+            extras = plan_extras(cfg)
+        else:
+            extras = _extras_for_sources(cfg, self.sources, width)
         actual = _source_sizes(cfg, extras, width)
-        if actual != list(cfg.feature_maps):
+        used = [actual[s] if s < len(actual) else None for s in self.sources]
+        if used != list(cfg.feature_maps):
+            read = "" if paper_sources else f" (its layers read maps {list(self.sources)})"
             raise ValueError(
                 f"{cfg.name}: for {cfg.image_size}×{cfg.image_size} inputs the network's source "
-                f"maps are {actual}, but the config expects {list(cfg.feature_maps)} (conv4_3 "
-                "has stride 8, fc7 stride 16)"
+                f"maps are {actual}{read}, but the config expects {list(cfg.feature_maps)} "
+                "(conv4_3 has stride 8, fc7 stride 16)"
             )
         self.cfg = cfg
         self.num_classes = num_classes
@@ -402,7 +456,8 @@ class SSD(nn.Module):
         self.width = float(width)
         self.batch_norm = bool(batch_norm)
         self.backbone = SSDBackbone(extras, self.width, self.batch_norm)
-        self.head = SSDHead(self.backbone.out_channels, cfg.boxes_per_cell, num_classes)
+        channels = [self.backbone.out_channels[s] for s in self.sources]  # per prior layer
+        self.head = SSDHead(channels, cfg.boxes_per_cell, num_classes)
         _init_weights(self.backbone, self.head)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
@@ -410,8 +465,8 @@ class SSD(nn.Module):
 
     @property
     def source_names(self) -> list[str]:
-        """``["conv4_3", "fc7", "conv8_2", …]``: the layers the heads look at."""
-        return self.backbone.source_names
+        """``["conv4_3", "fc7", "conv8_2", …]``: the layer each prior layer's head looks at."""
+        return [self.backbone.source_names[s] for s in self.sources]
 
     @property
     def num_priors(self) -> int:
@@ -434,9 +489,11 @@ class SSD(nn.Module):
     def source_maps(self, images: Tensor) -> list[Tensor]:
         """``(B, 3, S, S)`` RGB in [0, 1] -> the source maps ``(B, C_k, f_k, f_k)``, conv4_3 first.
 
-        conv4_3's map is returned after the L2 normalisation, as the heads see it.
+        conv4_3's map is returned after the L2 normalisation, as the heads see it. One map per
+        prior layer: a map that several layers read (see ``sources``) appears once for each.
         """
-        return self.backbone(self.normalize(images))
+        maps = self.backbone(self.normalize(images))
+        return [maps[s] for s in self.sources]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, 3, S, S)`` RGB in [0, 1] -> ``(loc (B, P, 4), conf (B, P, K))``."""
@@ -532,6 +589,8 @@ class SSD(nn.Module):
         cfg = self.cfg
         params = sum(p.numel() for p in self.parameters())
         bn = ", batch norm" if self.batch_norm else ""
+        if self.sources != tuple(range(len(cfg.feature_maps))):
+            bn += f", layers read {self.source_names}"
         return (
             f"SSD({cfg.name}: maps {list(cfg.feature_maps)} × boxes {cfg.boxes_per_cell} = "
             f"{cfg.num_priors} default boxes, {self.num_classes} classes, width {self.width}{bn}, "
@@ -544,7 +603,7 @@ class SSD(nn.Module):
         rows = [f"{'source':<10}{'channels':>9}{'map':>9}{'boxes/cell':>12}{'boxes':>8}"]
         for name, c, f, a, n in zip(
             self.source_names,
-            self.backbone.out_channels,
+            [self.backbone.out_channels[s] for s in self.sources],
             cfg.feature_maps,
             cfg.boxes_per_cell,
             cfg.boxes_per_map,
@@ -556,14 +615,18 @@ class SSD(nn.Module):
 
     # -- the state dict carries the configuration -----------------------------------------------
     def build_args(self) -> dict[str, Any]:
-        """What :func:`build_ssd` needs to rebuild this network, as plain values."""
-        return {
+        """What :func:`build_ssd` needs to rebuild this network, as plain values (``sources``
+        only where it is not the paper's one map per layer)."""
+        args = {
             "cfg": config_to_dict(self.cfg),
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "width": self.width,
             "batch_norm": self.batch_norm,
         }
+        if self.sources != tuple(range(len(self.cfg.feature_maps))):
+            args["sources"] = list(self.sources)
+        return args
 
     def check_compatible(self, args: dict[str, Any], source: str) -> None:
         """Raise a ValueError naming both sides if weights built with ``args`` do not fit."""
@@ -579,6 +642,12 @@ class SSD(nn.Module):
                     f"{source} has {key}={args[key]}, but this model has "
                     f"{key}={getattr(self, key)} (both {self.cfg.name})"
                 )
+        theirs_sources = _check_sources(theirs, args.get("sources"))
+        if theirs_sources != self.sources:
+            raise ValueError(
+                f"{source} has sources={list(theirs_sources)}, but this model has "
+                f"sources={list(self.sources)} (the maps each prior layer reads)"
+            )
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, **self.build_args()}
@@ -600,6 +669,7 @@ def build_ssd(
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    sources: Sequence[int] | None = None,
 ) -> SSD:
     """The SSD network for ``cfg`` (SSD §2.1, Fig. 2), with freshly initialised weights.
 
@@ -612,8 +682,13 @@ def build_ssd(
         batch_norm: add BatchNorm after every base and extra convolution.
         class_names: K names, index 0 the background; default ``background, class_1, …``.
         mean, std: the input normalisation ``forward`` applies to [0, 1] RGB images.
+        sources: for each layer of ``cfg``, the backbone map its boxes sit on (0 conv4_3, 1 fc7,
+            2 the first extra layer's map, …); None: layer k on map k, as in the paper. With
+            ``(1,) * m`` every layer sits on fc7: ``cfg`` then lists fc7's side m times.
 
     Returns:
         An :class:`SSD` whose ``forward`` maps ``(B, 3, S, S)`` to ``(B, P, 4), (B, P, K)``.
     """
-    return SSD(cfg, num_classes, width, batch_norm, class_names, mean=mean, std=std)
+    return SSD(
+        cfg, num_classes, width, batch_norm, class_names, mean=mean, std=std, sources=sources
+    )

@@ -18,6 +18,7 @@ Order (the network's heads produce their outputs in the same order): layer, then
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -263,3 +264,121 @@ def prior_index(cfg: PriorConfig, layer: int, row: int, col: int) -> slice:
 def default_boxes_xyxy(cfg: PriorConfig, **kwargs) -> Tensor:
     """:func:`default_boxes` in xyxy, normalised (may reach outside [0, 1] at the borders)."""
     return cxcywh_to_xyxy(default_boxes(cfg, **kwargs))
+
+
+# -- Variants for the key-observations lesson (SSD §3.2 Table 3, §3.6, §4) -------------------------
+
+
+SCALE_DECIMALS = 9  # scales read back from pixel sizes are rounded to this many decimals
+
+
+def with_scales(
+    cfg: PriorConfig, s_min: float, s_max: float | None = None, name: str = ""
+) -> PriorConfig:
+    """``cfg`` with the paper's linear scales from ``s_min`` to ``s_max`` (default: ``cfg``'s top
+    scale), same maps, steps and aspect ratios: the knob of the small-object experiment."""
+    # (rounded: min_sizes / image_size carries a float error that would leak into every box)
+    s_max = round(cfg.scales[-2], SCALE_DECIMALS) if s_max is None else s_max
+    return config_from_scales(
+        s_min,
+        s_max,
+        cfg.aspect_ratios,
+        cfg.feature_maps,
+        cfg.image_size,
+        steps=cfg.steps,
+        clip=cfg.clip,
+        name=name or f"{cfg.name}, s_min={s_min:g}",
+    )
+
+
+def config_on_one_map(cfg: PriorConfig, layer: int, name: str = "") -> PriorConfig:
+    """Every layer's boxes moved onto the cells of one map: SSD Table 3's single source layer.
+
+    "For fair comparison, every time we remove a layer, we adjust the default box scales to make
+    sure the total number of boxes is similar to the original" (§3.2, Table 3; the paper's last
+    row keeps only conv7, i.e. fc7). Here each layer keeps its scale and aspect ratios but sits
+    on the grid of ``layer``; the network then reads that one map for all of them
+    (``build_ssd(..., sources=(layer,) * m)``). The count of boxes becomes
+    ``f² · Σ_k A_k`` for the map's side ``f``.
+    """
+    if not 0 <= layer < len(cfg.feature_maps):
+        raise ValueError(f"layer must be in [0, {len(cfg.feature_maps)}), got {layer}")
+    m = len(cfg.feature_maps)
+    f = cfg.feature_maps[layer]
+    step = cfg.steps[layer] if cfg.steps is not None else cfg.image_size / f
+    return dataclasses.replace(
+        cfg,
+        feature_maps=(f,) * m,
+        steps=(step,) * m,
+        name=name or f"{cfg.name} on map {layer} only",
+    )
+
+
+ELONGATED = 1.5  # a cluster whose long side is at least 1.5× its short side gets a ratio pair;
+# closer to square, the layer's two square boxes already fit it (shape IoU >= 0.8)
+RATIO_STEP = 0.5  # learned aspect ratios are rounded to halves (2, 2.5, 3, ...) so that nearby
+# clusters of one layer share a ratio instead of adding near-duplicate boxes
+
+
+def config_from_box_shapes(
+    wh: Tensor,
+    cfg: PriorConfig,
+    name: str = "k-means",
+) -> PriorConfig:
+    """A :class:`PriorConfig` on ``cfg``'s maps whose boxes come from clustered box shapes.
+
+    A PriorConfig cannot list arbitrary shapes: each layer has one scale ``s_k``, two squares
+    and ``(a, 1/a)`` pairs of area ``s_k²``. So the ``k`` shapes (e.g. k-means centroids of the
+    training boxes' ``(w, h)``) are turned into that form in three honest steps:
+
+    1. sort the shapes by size √(w·h) and deal them out to the ``m`` layers in order, as evenly
+       as possible (smallest to the finest map, as SSD does): layer k gets a run of them;
+    2. the layer's scale ``s_k`` is the geometric mean size of its shapes (the extra square
+       uses the next layer's scale; the last layer's continues the ratio of the last two);
+    3. each shape at least :data:`ELONGATED` from square adds the aspect ratio ``max(w/h, h/w)``
+       (rounded to :data:`RATIO_STEP`) to its layer; both orientations come with it.
+
+    What is lost: a shape's own area (it takes its layer's), and its orientation (a ratio
+    always adds the pair). Compare the shape fit before and after with
+    :func:`ssdlib.viz.shape_iou` to see how much that costs.
+
+    Args:
+        wh: ``(k, 2)`` shapes, widths and heights as fractions of the image, k >= m.
+        cfg: gives the maps, steps, image size and clipping.
+        name: the new config's name.
+
+    Returns:
+        The configuration; its boxes per cell depend on how many shapes are elongated.
+    """
+    wh = torch.as_tensor(wh, dtype=torch.float64).cpu()
+    m = len(cfg.feature_maps)
+    if wh.dim() != 2 or wh.shape[1] != 2:
+        raise ValueError(f"expected shapes of shape (k, 2), got {tuple(wh.shape)}")
+    if len(wh) < m:
+        raise ValueError(f"need at least one shape per layer ({m}), got {len(wh)}")
+    if not bool(((wh > 0) & (wh <= 1)).all()):
+        i = int((~((wh > 0) & (wh <= 1))).any(dim=1).nonzero()[0])
+        raise ValueError(
+            f"shape {i} = {[round(v, 4) for v in wh[i].tolist()]} is not in (0, 1] (fractions "
+            "of the image)"
+        )
+    size = (wh[:, 0] * wh[:, 1]).sqrt()  # (k,)
+    order = size.argsort()
+    groups = torch.tensor_split(order, m)  # m runs of consecutive sizes, sizes differ by <= 1
+    scales, ratios = [], []
+    for group in groups:
+        scales.append(float(size[group].log().mean().exp()))
+        elongation = (wh[group, 0] / wh[group, 1]).log().abs().exp()  # max(w/h, h/w)
+        rounded = {round(float(e) / RATIO_STEP) * RATIO_STEP for e in elongation if e >= ELONGATED}
+        ratios.append(tuple(sorted(r for r in rounded if r > 1)))
+    last = scales[-1] * (scales[-1] / scales[-2]) if m > 1 else 1.0
+    return PriorConfig(
+        image_size=cfg.image_size,
+        feature_maps=cfg.feature_maps,
+        steps=cfg.steps,
+        min_sizes=tuple(s * cfg.image_size for s in scales),
+        max_sizes=tuple(s * cfg.image_size for s in [*scales[1:], last]),
+        aspect_ratios=tuple(ratios),
+        clip=cfg.clip,
+        name=name,
+    )

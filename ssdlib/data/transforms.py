@@ -21,6 +21,7 @@ DataLoader worker (seeded by the loader) draws its own augmentations.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -93,6 +94,19 @@ class RandomIoUCrop(v2.RandomIoUCrop):
                 }
 
 
+def _to_plain(
+    image: tv_tensors.Image, out: dict[str, Any], target: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    """A transformed ``tv_tensors`` sample back in the common format (plain tensors)."""
+    out = {k: v.as_subclass(Tensor) if isinstance(v, Tensor) else v for k, v in out.items()}
+    kept = out.pop("_box_index")  # (G',) which input box each output box came from
+    if isinstance(out.get("area"), Tensor):
+        before = box_area(target["boxes"][kept].float())
+        out["area"] = out["area"] * box_area(out["boxes"].float()) / before.clamp(min=1e-12)
+    # resampling can overshoot [0, 1] by a rounding error; the sample format promises [0, 1]
+    return image.as_subclass(Tensor).clamp(0.0, 1.0), out
+
+
 def _per_box_entries(sample: tuple[Any, dict[str, Any]]) -> tuple[Tensor, ...]:
     """What ``SanitizeBoundingBoxes`` filters along with the boxes: the PER_BOX_KEYS present."""
     target = sample[1]
@@ -118,19 +132,15 @@ class DetectionTransform:
         )
         sample = {**target, "boxes": boxes, "_box_index": torch.arange(len(boxes))}
         out_image, out = self.pipeline(tv_tensors.Image(image), sample)
-        out = {k: v.as_subclass(Tensor) if isinstance(v, Tensor) else v for k, v in out.items()}
-        kept = out.pop("_box_index")  # (G',) which input box each output box came from
-        if isinstance(out.get("area"), Tensor):
-            before = box_area(target["boxes"][kept].float())
-            out["area"] = out["area"] * box_area(out["boxes"].float()) / before.clamp(min=1e-12)
-        # resampling can overshoot [0, 1] by a rounding error; the sample format promises [0, 1]
-        return out_image.as_subclass(Tensor).clamp_(0.0, 1.0), out
+        return _to_plain(out_image, out, target)
 
     def __repr__(self) -> str:
         return f"DetectionTransform({self.pipeline})"
 
 
-def train_transform(size: int = 300, fill: Sequence[float] = IMAGENET_MEAN) -> DetectionTransform:
+def train_transform(
+    size: int = 300, fill: Sequence[float] = IMAGENET_MEAN, zoom_out: bool = True
+) -> DetectionTransform:
     """SSD's training augmentation, ending in a ``size`` x ``size`` image.
 
     1. photometric distortion (brightness, contrast, saturation, hue, channel order; each p=0.5);
@@ -145,19 +155,21 @@ def train_transform(size: int = 300, fill: Sequence[float] = IMAGENET_MEAN) -> D
     Args:
         size: side of the output image, pixels.
         fill: RGB in [0, 1] for the zoom-out canvas; default the ImageNet mean the model uses.
+        zoom_out: False leaves step 2 out (SSD before §3.6, for measuring what it adds).
 
     Returns:
         a callable ``(image (3, H, W), target) -> (image (3, size, size), target)``.
     """
+    zoom = v2.RandomZoomOut(
+        fill={tv_tensors.Image: list(fill), "others": 0},
+        side_range=(1.0, ZOOM_OUT_MAX),
+        p=ZOOM_OUT_P,
+    )
     return DetectionTransform(
         v2.Compose(
             [
                 v2.RandomPhotometricDistort(),
-                v2.RandomZoomOut(
-                    fill={tv_tensors.Image: list(fill), "others": 0},
-                    side_range=(1.0, ZOOM_OUT_MAX),
-                    p=ZOOM_OUT_P,
-                ),
+                *([zoom] if zoom_out else []),
                 RandomIoUCrop(),
                 v2.RandomHorizontalFlip(p=FLIP_P),
                 v2.Resize((size, size), antialias=True),
@@ -205,3 +217,160 @@ def augmented_views(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return [transform(image, target) for _ in range(n)]
+
+
+# -- Every stage of one draw, for the augmentation lesson ------------------------------------------
+
+STAGE_NAMES = {
+    v2.RandomPhotometricDistort: "photometric distortion",
+    v2.RandomZoomOut: "zoom out",
+    RandomIoUCrop: "IoU crop",
+    v2.RandomHorizontalFlip: "flip",
+    v2.Resize: "resize",
+}  # the pipeline's steps by type; ClampBoundingBoxes and SanitizeBoundingBoxes finish "resize"
+FINISHING_STEPS = (v2.ClampBoundingBoxes, v2.SanitizeBoundingBoxes)
+PHOTOMETRIC_PARTS = {  # RandomPhotometricDistort's draws: each part fires with p = 0.5
+    "brightness_factor": "brightness ×{:.2f}",
+    "contrast_factor": "contrast ×{:.2f}",
+    "saturation_factor": "saturation ×{:.2f}",
+    "hue_factor": "hue {:+.2f}",
+    "channel_permutation": "channels {}",
+}
+
+
+@dataclass
+class AugmentStage:
+    """The sample after one step of the augmentation pipeline."""
+
+    name: str  # "original", "photometric distortion", "zoom out", "IoU crop", "flip", "resize"
+    image: Tensor  # (3, H, W) in [0, 1]
+    target: dict[str, Any]  # "boxes" (G, 4) xyxy pixels of this stage's image, "labels", ...
+    applied: bool  # False where the random step left the sample as it was
+    note: str  # what the draw did, e.g. "canvas 2.4× the image side"
+    object_ids: Tensor  # (G,) long: which box of the original sample each box is
+    params: dict[str, Any] = field(default_factory=dict, repr=False)  # the step's random draw
+
+    def __repr__(self) -> str:
+        h, w = self.image.shape[-2:]
+        done = self.note if self.applied or self.name == "original" else f"skipped: {self.note}"
+        return f"AugmentStage({self.name!r}: {w}×{h} px, {len(self.target['boxes'])} boxes; {done})"
+
+
+def _describe(
+    step: v2.Transform, params: dict[str, Any] | None, before: Tensor
+) -> tuple[bool, str]:
+    """Whether a step changed the sample, and a few words on how."""
+    if params is None:  # a step with probability p that did not fire
+        return False, "not drawn this time"
+    if isinstance(step, v2.RandomPhotometricDistort):
+        parts = [
+            text.format(v.tolist() if isinstance(v, Tensor) else v)
+            for key, text in PHOTOMETRIC_PARTS.items()
+            if (v := params.get(key)) is not None
+        ]
+        return bool(parts), ", ".join(parts) if parts else "no distortion drawn"
+    if isinstance(step, v2.RandomZoomOut):
+        left, _, right, _ = params["padding"]
+        return True, f"canvas {(before.shape[-1] + left + right) / before.shape[-1]:.1f}× the side"
+    if isinstance(step, RandomIoUCrop):
+        if not params:
+            return False, "the whole image kept"
+        h, w = before.shape[-2:]
+        share = params["height"] * params["width"] / (h * w)
+        return True, f"crop of {share:.0%} of the area"
+    if isinstance(step, v2.RandomHorizontalFlip):
+        return True, "mirrored left to right"
+    if isinstance(step, v2.Resize):
+        return True, "to {}×{} px".format(*step.size[::-1])
+    return True, ""
+
+
+def _shown(image: Tensor, target: dict[str, Any], ids: Tensor) -> tuple[dict[str, Any], Tensor]:
+    """The boxes as the pipeline finally keeps them: cut to the image, and without those the IoU
+    crop marked for removal (it zeroes them; SanitizeBoundingBoxes drops them at the end)."""
+    h, w = image.shape[-2:]
+    boxes = target["boxes"].clone()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # (G,)
+    out = {**target, "boxes": boxes[keep]}
+    for key in PER_BOX_KEYS:
+        if isinstance(out.get(key), Tensor) and len(out[key]) == len(keep):
+            out[key] = out[key][keep]
+    return out, ids[keep]
+
+
+def augmentation_stages(
+    image: Tensor,
+    target: dict[str, Any],
+    transform: DetectionTransform | None = None,
+    seed: int = 0,
+) -> list[AugmentStage]:
+    """One random draw of the augmentation, returned after every step of the pipeline.
+
+    The steps run exactly as ``transform`` runs them, from a stream seeded with ``seed``, so the
+    last stage equals ``transform(image, target)`` under ``torch.manual_seed(seed)``; the
+    caller's global RNG is left as it was. Each stage's boxes are drawn in that stage's own
+    image; boxes cut to the image and those the crop removes are shown as the pipeline will
+    finally keep them.
+
+    Args:
+        image: float32 ``(3, H, W)`` in [0, 1].
+        target: ``{"boxes": (G, 4) xyxy pixels, "labels": (G,), ...}``.
+        transform: a :class:`DetectionTransform` (default :func:`train_transform` with ``size``
+            = the image's longer side).
+        seed: seed of the draw.
+
+    Returns:
+        ``[original, photometric distortion, zoom out, IoU crop, flip, resize]`` as
+        :class:`AugmentStage` (one per step of the pipeline; the box clean-up joins "resize").
+    """
+    check_sample(image, target, where="augmentation_stages input")
+    if transform is None:
+        transform = train_transform(size=max(image.shape[-2:]))
+    pipeline = getattr(transform, "pipeline", None)
+    if not isinstance(pipeline, v2.Transform):
+        raise ValueError(
+            f"augmentation_stages needs a DetectionTransform (with a v2 .pipeline), got "
+            f"{type(transform).__name__}"
+        )
+    steps = list(pipeline.transforms) if isinstance(pipeline, v2.Compose) else [pipeline]
+    h, w = image.shape[-2:]
+    shown, ids = _shown(image, target, torch.arange(len(target["boxes"])))
+    stages = [AugmentStage("original", image, shown, False, f"{w}×{h} px", ids)]
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+    sample: Any = (
+        tv_tensors.Image(image),
+        {**target, "boxes": boxes, "_box_index": torch.arange(len(boxes))},
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for step in steps:
+            drawn: list[dict[str, Any]] = []
+            make_params = step.make_params
+
+            def record(flat_inputs: list[Any], make_params=make_params, drawn=drawn):
+                drawn.append(make_params(flat_inputs))
+                return drawn[-1]
+
+            before = sample[0]
+            step.make_params = record  # see what the step draws; the class's method is untouched
+            try:
+                sample = step(*sample)
+            finally:
+                del step.make_params
+            ids = sample[1]["_box_index"].as_subclass(Tensor)  # (G',) original box of each box
+            plain_image, plain_target = _to_plain(sample[0], dict(sample[1]), target)
+            shown, ids = _shown(plain_image, plain_target, ids)
+            if isinstance(step, FINISHING_STEPS) and len(stages) > 1:
+                last = stages[-1]
+                last.image, last.target, last.object_ids = plain_image, shown, ids
+                continue
+            applied, note = _describe(step, drawn[0] if drawn else None, before)
+            name = STAGE_NAMES.get(type(step), type(step).__name__)
+            stages.append(
+                AugmentStage(
+                    name, plain_image, shown, applied, note, ids, drawn[0] if drawn else {}
+                )
+            )
+    return stages
