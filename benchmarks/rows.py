@@ -4,19 +4,28 @@ A row's ``build`` makes the inputs and returns a :class:`Case`: two functions of
 (ours and the peer's), and a ``check`` that runs both once and fails if they disagree, so that
 a row can never compare two computations that do different work.
 
-Peers, each the code path a torchvision user actually runs:
+Peers, each the code path a torchvision / pycocotools user actually runs:
 
 * target assignment + loss: ``SSD.forward``'s training branch, i.e. per image the degenerate-box
   check, ``box_iou`` and ``SSDMatcher``, then ``SSD.compute_loss``;
-* postprocess: ``SSD.postprocess_detections`` on the same raw outputs and default boxes.
+* postprocess: ``SSD.postprocess_detections`` on the same raw outputs and default boxes;
+* COCO mAP: ground truth and detections handed to ``pycocotools`` by hand, then ``COCOeval``;
+* GPU training and inference: ``torchvision.models.detection.ssd300_vgg16`` (same 8732 default
+  boxes, same classes, random weights), called the way its documentation shows.
+
+The slim model's rows (the notebooks' CPU model) have no peer: torchvision has no such model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.models.detection import ssd300_vgg16
@@ -34,6 +43,12 @@ BATCH = 32  # the paper's training batch size (SSD §3: "batch size 32")
 NUM_CLASSES = 21  # PASCAL VOC: 20 classes + background
 IMAGE_SIZE = 300  # SSD300; SSD300_COCO's 8732 default boxes equal torchvision's anchors
 LOSS_RTOL = 1e-4  # float32 sums over thousands of boxes, in a different order on each side
+EVAL_IMAGES = 100  # images in the COCO mAP row (pycocotools' time grows with detections)
+EVAL_DETECTIONS = 100  # detections per image there: COCO's maxDets
+SLIM_BATCH = 16  # the cpu-tiny preset's batch size
+TRAINED_MODEL = Path(__file__).resolve().parent.parent / "data" / "cpu_tiny_shapes.pt"
+GPU_WARMUP = 5  # cuDNN tries its algorithms on the first calls of each shape
+SGD = {"lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4}  # the paper's optimiser (§3)
 
 
 @dataclass
@@ -55,25 +70,29 @@ class Case:
     items: int = 1  # images per call, for throughput (images/s)
 
 
+def _missing_modules(*names: str) -> str | None:
+    missing = [m for m in names if importlib.util.find_spec(m) is None]
+    return f"needs {', '.join(missing)} (not in this checkout yet)" if missing else None
+
+
 @dataclass(frozen=True)
 class Row:
     name: str  # what --only matches
     device: str  # "cpu" or "cuda"
     what: str  # what one call does, for the table
-    peer_name: str  # what the peer is
-    build: Callable[[Settings], Case]
+    peer_name: str  # what the peer is ("" for none)
+    build: Callable[[Settings, str], Case]  # (settings, device) -> the case
     target: float | None = None  # the speed-up over the peer that issue 3 asks for
     throughput: bool = False  # report images/s rather than ms per call
-    requires: tuple[str, ...] = field(default=())  # modules that must exist (others' work)
+    warmup: int = 2  # untimed calls per side first
+    needs: Callable[[], str | None] = lambda: None  # why the row cannot run yet, or None
 
-    def unavailable(self) -> str | None:
-        """Why this row cannot run on this machine, or None if it can."""
-        if self.device == "cuda" and not torch.cuda.is_available():
+    def unavailable(self, device: str | None = None) -> str | None:
+        """Why this row cannot run on this machine (on ``device``, default its own), or None."""
+        device = device or self.device
+        if device == "cuda" and not torch.cuda.is_available():
             return "no CUDA device on this machine"
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"needs {', '.join(missing)} (not in this checkout yet)"
-        return None
+        return self.needs()
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -165,6 +184,37 @@ def _postprocess_case(settings: Settings, device: str, regime: str) -> Case:
     def peer() -> list[dict[str, Tensor]]:
         return model.postprocess_detections(head_outputs, [anchors] * settings.batch, sizes)
 
+    return Case(ours, peer, _same_detections(ours, peer), items=settings.batch)
+
+
+def _tiny_model_case(settings: Settings, device: str) -> Case:
+    """Postprocess on the real outputs of the trained slim model (``make checkpoint``) for
+    ``settings.batch`` validation images of its shapes dataset."""
+    from ssdlib.data.shapes import ShapesDataset
+    from ssdlib.weights import load_model
+
+    model = load_model(TRAINED_MODEL, map_location=device)
+    size = model.cfg.image_size
+    images = torch.stack(
+        [ShapesDataset(settings.batch, size, split="val")[i][0] for i in range(settings.batch)]
+    ).to(device)
+    with torch.no_grad():
+        loc, conf = model(images)  # (B, P, 4), (B, P, K)
+    anchors = cxcywh_to_xyxy(model.priors) * size
+    peer_model = _torchvision_ssd(model.num_classes, device).eval()
+    sizes = [(size, size)] * settings.batch
+    head_outputs = {"bbox_regression": loc, "cls_logits": conf}
+
+    def ours() -> list[dict[str, Tensor]]:
+        return postprocess(loc, conf, model.priors, image_sizes=sizes)
+
+    def peer() -> list[dict[str, Tensor]]:
+        return peer_model.postprocess_detections(head_outputs, [anchors] * settings.batch, sizes)
+
+    return Case(ours, peer, _same_detections(ours, peer), items=settings.batch)
+
+
+def _same_detections(ours, peer) -> Callable[[], None]:
     def check() -> None:
         for i, (a, b) in enumerate(zip(ours(), peer(), strict=True)):
             assert len(a["scores"]) == len(b["scores"]), (
@@ -173,40 +223,341 @@ def _postprocess_case(settings: Settings, device: str, regime: str) -> Case:
             torch.testing.assert_close(a["scores"], b["scores"])
             torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=1e-3)
 
-    return Case(ours, peer, check, items=settings.batch)
+    return check
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+def _pycocotools_map(predictions: list[dict], targets: list[dict]) -> list[float]:
+    """COCO mAP the way a pycocotools user writes it: ground truth as a dataset dict,
+    detections as an ``(N, 7)`` array ``[image, x, y, w, h, score, class]``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    annotations, results = [], []
+    for i, (p, t) in enumerate(zip(predictions, targets, strict=True)):
+        boxes = t["boxes"].double()
+        wh = boxes[:, 2:] - boxes[:, :2]
+        for box, size, label in zip(boxes.tolist(), wh.tolist(), t["labels"].tolist(), strict=True):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "bbox": [box[0], box[1], *size],
+                    "area": size[0] * size[1],
+                    "iscrowd": 0,
+                }
+            )
+        xywh = torch.cat([p["boxes"][:, :2], p["boxes"][:, 2:] - p["boxes"][:, :2]], dim=1)
+        image = torch.full((len(xywh), 1), i + 1.0)
+        results.append(torch.cat([image, xywh, p["scores"][:, None], p["labels"][:, None]], 1))
+    classes = sorted({a["category_id"] for a in annotations})
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+        gt = COCO()
+        gt.dataset = {
+            "images": [{"id": i + 1} for i in range(len(targets))],
+            "categories": [{"id": c, "name": str(c)} for c in classes],
+            "annotations": annotations,
+        }
+        gt.createIndex()
+        dt = gt.loadRes(torch.cat(results).double().numpy())
+        coco_eval = COCOeval(gt, dt, iouType="bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return [float(x) for x in coco_eval.stats]
+
+
+def _coco_map_case(settings: Settings, device: str) -> Case:
+    from ssdlib.evaluate import COCO_STAT_NAMES, coco_map
+
+    priors = default_boxes(SSD300_COCO)
+    gt_boxes, gt_labels = ground_truth(EVAL_IMAGES, settings.num_classes, settings.seed)
+    predictions = []
+    for start in range(0, EVAL_IMAGES, settings.batch):  # trained-like detections of the objects
+        part = slice(start, start + settings.batch)
+        loc, conf = raw_outputs("trained", priors, settings.num_classes, gt_boxes[part],
+                                gt_labels[part], seed=start)  # fmt: skip
+        sizes = [(IMAGE_SIZE, IMAGE_SIZE)] * len(loc)
+        predictions += postprocess(loc, conf, priors, top_k=EVAL_DETECTIONS, image_sizes=sizes)
+    targets = [
+        {"boxes": b * IMAGE_SIZE, "labels": lab} for b, lab in zip(gt_boxes, gt_labels, strict=True)
+    ]
+
+    def ours() -> list[float]:
+        result = coco_map(predictions, targets)
+        return [result[name] for name in COCO_STAT_NAMES]
+
+    def peer() -> list[float]:
+        return _pycocotools_map(predictions, targets)
+
+    def check() -> None:
+        np.testing.assert_allclose(ours(), peer(), rtol=0, atol=1e-9)
+
+    return Case(ours, peer, check, items=EVAL_IMAGES)
+
+
+# -- the slim model on the CPU ---------------------------------------------------------------
+
+
+def _shapes_batch(batch: int, image_size: int, device: str) -> tuple[Tensor, list[dict]]:
+    from ssdlib.data.shapes import ShapesDataset
+
+    data = ShapesDataset(batch, image_size)
+    samples = [data[i] for i in range(batch)]
+    images = torch.stack([img for img, _ in samples]).to(device)  # (B, 3, S, S)
+    return images, [{k: v.to(device) for k, v in t.items() if k != "image_id"} for _, t in samples]
+
+
+def _slim_model(device: str):
+    from ssdlib.data.shapes import CLASSES
+    from ssdlib.model import build_ssd
+    from ssdlib.train import preset
+
+    cfg = preset("cpu-tiny")
+    torch.manual_seed(0)
+    model = build_ssd(cfg.priors, len(CLASSES), cfg.width, cfg.batch_norm).to(device)
+    return model, cfg
+
+
+def _slim_train_case(settings: Settings, device: str) -> Case:
+    model, cfg = _slim_model(device)
+    images, targets = _shapes_batch(SLIM_BATCH, cfg.priors.image_size, device)
+    boxes = [t["boxes"] / cfg.priors.image_size for t in targets]  # normalised
+    labels = [t["labels"] for t in targets]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    criterion = MultiBoxLoss(cfg.neg_pos_ratio)
+    model.train()
+
+    def ours() -> None:
+        loc_targets, gt_labels = assign_targets(boxes, labels, model.priors, cfg.match_iou)
+        loc, conf = model(images)
+        loc_loss, conf_loss = criterion(loc, conf, loc_targets, gt_labels)
+        optimizer.zero_grad(set_to_none=True)
+        (loc_loss + conf_loss).backward()
+        optimizer.step()
+
+    return Case(ours, None, items=SLIM_BATCH)
+
+
+def _slim_detect_case(batch: int) -> Callable[[Settings, str], Case]:
+    def build(settings: Settings, device: str) -> Case:
+        model, cfg = _slim_model(device)
+        model.eval()
+        images, _ = _shapes_batch(batch, cfg.priors.image_size, device)
+        return Case(lambda: model.detect(images), None, items=batch)
+
+    return build
+
+
+# -- SSD300 on a GPU ---------------------------------------------------------------------------
+
+
+def _ssd300_pair(num_classes: int, device: str):
+    """ssdlib's SSD300 and torchvision's ssd300_vgg16, same default boxes and classes."""
+    from ssdlib.model import build_ssd
+
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    torch.manual_seed(0)
+    ours = build_ssd(SSD300_COCO, num_classes).to(device)
+    return ours, _torchvision_ssd(num_classes, device)
+
+
+def _gpu_train_case(amp: torch.dtype | None) -> Callable[[Settings, str], Case]:
+    """One SGD step of each SSD300 on the same synthetic batch (already on the device):
+    ours = assign_targets + forward + MultiBoxLoss + backward + step, as ``ssdlib.train``;
+    torchvision = ``model(images, targets)`` (its transform, matching and loss) + the same."""
+
+    def build(settings: Settings, device: str) -> Case:
+        model, tv_model = _ssd300_pair(settings.num_classes, device)
+        gt_boxes, gt_labels = ground_truth(settings.batch, settings.num_classes, settings.seed)
+        gt_boxes = [b.to(device) for b in gt_boxes]
+        gt_labels = [lab.to(device) for lab in gt_labels]
+        generator = torch.Generator().manual_seed(settings.seed)
+        images = torch.rand(settings.batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+        images = images.to(device)
+        image_list = list(images)
+        targets = [
+            {"boxes": b * IMAGE_SIZE, "labels": lab}
+            for b, lab in zip(gt_boxes, gt_labels, strict=True)
+        ]
+        criterion = MultiBoxLoss()
+        opt = torch.optim.SGD(model.parameters(), **SGD)
+        tv_opt = torch.optim.SGD(tv_model.parameters(), **SGD)
+        model.train()
+        tv_model.train()
+
+        def autocast() -> contextlib.AbstractContextManager:
+            return torch.autocast(device, dtype=amp) if amp else contextlib.nullcontext()
+
+        def ours() -> None:
+            loc_targets, labels = assign_targets(gt_boxes, gt_labels, model.priors)
+            with autocast():
+                loc, conf = model(images)
+            loc_loss, conf_loss = criterion(loc, conf, loc_targets, labels)
+            opt.zero_grad(set_to_none=True)
+            (loc_loss + conf_loss).backward()
+            opt.step()
+
+        def peer() -> None:
+            with autocast():
+                losses = tv_model(image_list, targets)
+            tv_opt.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            tv_opt.step()
+
+        return Case(ours, peer, items=settings.batch)
+
+    return build
+
+
+def _gpu_detect_case(batch: int) -> Callable[[Settings, str], Case]:
+    """Images in, detections out: ssdlib's ``model.detect`` (normalise, network, postprocess)
+    against torchvision's ``model(images)`` in eval mode (its transform, network, postprocess)."""
+
+    def build(settings: Settings, device: str) -> Case:
+        model, tv_model = _ssd300_pair(settings.num_classes, device)
+        model.eval()
+        tv_model.eval()
+        generator = torch.Generator().manual_seed(settings.seed)
+        images = torch.rand(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).to(device)
+        image_list = list(images)
+
+        def peer() -> list[dict[str, Tensor]]:
+            with torch.no_grad():
+                return tv_model(image_list)
+
+        return Case(lambda: model.detect(images), peer, items=batch)
+
+    return build
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+_TV_LOSS = "torchvision SSD: box_iou + SSDMatcher per image, compute_loss"
+_TV_POST = "torchvision SSD.postprocess_detections"
+_SHAPE = f"B={BATCH}, P=8732, K={NUM_CLASSES}"
+
+
+def _hot_path_rows(device: str) -> list[Row]:
+    """The four rows of issue 3, on one device."""
+    d = device.replace("cuda", "gpu")
+    return [
+        Row(
+            f"{d}-targets-loss",
+            device,
+            f"assign_targets + MultiBoxLoss forward ({_SHAPE})",
+            _TV_LOSS,
+            lambda s, dev: _loss_case(s, dev, backward=False),
+            target=4.0 if device == "cpu" else None,
+        ),
+        Row(
+            f"{d}-targets-loss-backward",
+            device,
+            "the same, forward + backward to the head outputs",
+            "the same, forward + backward",
+            lambda s, dev: _loss_case(s, dev, backward=True),
+            target=4.0 if device == "cpu" else None,
+        ),
+        Row(
+            f"{d}-postprocess-trained",
+            device,
+            "postprocess, trained-like synthetic outputs: background dominates, "
+            "~1.2k candidates per image",
+            _TV_POST,
+            lambda s, dev: _postprocess_case(s, dev, "trained"),
+            target=2.5 if device == "cpu" else None,
+        ),
+        Row(
+            f"{d}-postprocess-random",
+            device,
+            "postprocess, random logits: 400 candidates × 20 classes per image (NMS-bound)",
+            _TV_POST,
+            lambda s, dev: _postprocess_case(s, dev, "random"),
+            target=2.5 if device == "cpu" else None,
+        ),
+    ]
+
+
+def _no_trained_model() -> str | None:
+    if not TRAINED_MODEL.exists():
+        return f"needs {TRAINED_MODEL.name} (make checkpoint)"
+    return _missing_modules("ssdlib.weights", "ssdlib.data")
 
 
 ROWS: list[Row] = [
+    *_hot_path_rows("cpu"),
     Row(
-        "cpu-targets-loss",
+        "cpu-postprocess-tiny-model",
         "cpu",
-        "assign_targets + MultiBoxLoss forward (B=32, P=8732, K=21)",
-        "torchvision SSD: box_iou + SSDMatcher per image, compute_loss",
-        lambda s: _loss_case(s, "cpu", backward=False),
-        target=4.0,
-    ),
-    Row(
-        "cpu-targets-loss-backward",
-        "cpu",
-        "the same, forward + backward to the head outputs",
-        "the same, forward + backward",
-        lambda s: _loss_case(s, "cpu", backward=True),
-        target=4.0,
-    ),
-    Row(
-        "cpu-postprocess-trained",
-        "cpu",
-        "postprocess, trained-like outputs (background dominates; ~1.2k candidates/image)",
-        "torchvision SSD.postprocess_detections",
-        lambda s: _postprocess_case(s, "cpu", "trained"),
+        f"postprocess, real outputs of the trained slim model on {BATCH} shapes images",
+        _TV_POST,
+        _tiny_model_case,
         target=2.5,
+        needs=_no_trained_model,
     ),
     Row(
-        "cpu-postprocess-random",
+        "cpu-coco-map",
         "cpu",
-        "postprocess, random logits (400 candidates × 20 classes per image: NMS-bound)",
-        "torchvision SSD.postprocess_detections",
-        lambda s: _postprocess_case(s, "cpu", "random"),
-        target=2.5,
+        f"evaluate.coco_map, {EVAL_IMAGES} images × {EVAL_DETECTIONS} detections",
+        "pycocotools by hand (COCO, loadRes, COCOeval)",
+        _coco_map_case,
+        needs=lambda: _missing_modules("ssdlib.evaluate", "pycocotools"),
     ),
+    Row(
+        "cpu-train-step-slim",
+        "cpu",
+        f"slim model (cpu-tiny preset), one AdamW step on {SLIM_BATCH} shapes images",
+        "",
+        _slim_train_case,
+        throughput=True,
+        needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
+    ),
+    Row(
+        "cpu-detect-slim-b1",
+        "cpu",
+        "slim model, model.detect on 1 image (latency)",
+        "",
+        _slim_detect_case(1),
+        needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
+    ),
+    Row(
+        f"cpu-detect-slim-b{SLIM_BATCH}",
+        "cpu",
+        f"slim model, model.detect on {SLIM_BATCH} images",
+        "",
+        _slim_detect_case(SLIM_BATCH),
+        throughput=True,
+        needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
+    ),
+    *_hot_path_rows("cuda"),
+    *[
+        Row(
+            f"gpu-train-ssd300-{precision}",
+            "cuda",
+            f"SSD300 training step, batch {BATCH}, {precision} (targets, forward, loss, SGD)",
+            "torchvision ssd300_vgg16, the same batch and precision",
+            _gpu_train_case(amp),
+            throughput=True,
+            warmup=GPU_WARMUP,
+            needs=lambda: _missing_modules("ssdlib.model"),
+        )
+        for precision, amp in (("fp32", None), ("bf16", torch.bfloat16))
+    ],
+    *[
+        Row(
+            f"gpu-detect-ssd300-b{batch}",
+            "cuda",
+            f"SSD300 model.detect, batch {batch}: network + postprocess"
+            + (" (latency)" if batch == 1 else ""),
+            "torchvision ssd300_vgg16 in eval mode, model(images)",
+            _gpu_detect_case(batch),
+            throughput=batch > 1,
+            warmup=GPU_WARMUP,
+            needs=lambda: _missing_modules("ssdlib.model"),
+        )
+        for batch in (1, 32, 64)
+    ],
 ]

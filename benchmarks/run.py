@@ -22,13 +22,12 @@ from pathlib import Path
 
 import torch
 
-from .rows import ROWS, Row, Settings
+from .rows import BATCH, ROWS, Row, Settings
 from .timing import machine_info, time_interleaved
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPEATS = 21  # samples per side; odd, so the median is one of them
 QUICK_REPEATS = 5
-WARMUP = 2
 
 
 def _select(rows: list[Row], only: str | None) -> list[Row]:
@@ -42,25 +41,46 @@ def _select(rows: list[Row], only: str | None) -> list[Row]:
     return chosen
 
 
-def run_row(row: Row, settings: Settings, repeats: int, warmup: int) -> dict:
-    """Build, check and time one row; a row that cannot run says why instead."""
-    result: dict = {"name": row.name, "device": row.device, "what": row.what, "target": row.target}
+def _peak_memory(fn, device: str) -> int | None:
+    """Bytes a call allocates on a CUDA device at its peak, beyond what was allocated before."""
+    if torch.device(device).type != "cuda":
+        return None  # the CPU allocator keeps no such statistics
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def run_row(
+    row: Row, settings: Settings, repeats: int, warmup: int | None, device: str | None = None
+) -> dict:
+    """Build, check and time one row; a row that cannot run says why instead.
+
+    ``device`` runs the row somewhere else than its own device (a check of the GPU rows' code
+    on a machine without one; those numbers mean nothing).
+    """
+    device = device or row.device
+    result: dict = {"name": row.name, "device": device, "what": row.what, "target": row.target}
     result["peer_name"] = row.peer_name
-    reason = row.unavailable()
+    reason = row.unavailable(device)
     if reason:
         return result | {"status": "skipped", "reason": reason}
     try:
         torch.manual_seed(settings.seed)
-        case = row.build(settings)
+        case = row.build(settings, device)
         if case.check is not None:
             case.check()  # never time two computations that disagree
         fns = {"ours": case.ours} | ({"peer": case.peer} if case.peer is not None else {})
-        times = time_interleaved(fns, row.device, repeats=repeats, warmup=warmup)
+        warmup = row.warmup if warmup is None else warmup
+        times = time_interleaved(fns, device, repeats=repeats, warmup=warmup)
+        memory = {side: _peak_memory(fn, device) for side, fn in fns.items()}
     except Exception as err:  # one broken row must not hide the others' numbers
         traceback.print_exc()
         return result | {"status": "error", "reason": f"{type(err).__name__}: {err}"}
     result |= {"status": "ok", "items": case.items, "throughput": row.throughput}
-    result |= {side: m.to_json() for side, m in times.items()}
+    result |= {side: m.to_json() | {"peak_bytes": memory[side]} for side, m in times.items()}
     if "peer" in times:
         result["speedup"] = times["peer"].median / times["ours"].median
     return result
@@ -79,11 +99,14 @@ def _fmt_side(r: dict, side: str) -> str:
         text = f"{r['items'] / median:.1f} img/s"
     else:
         text = _fmt_time(median)
-    return text + (f" ±{spread * 50:.0f}%" if not math.isnan(spread) else "")
+    text += f" ±{spread * 50:.0f}%" if not math.isnan(spread) else ""
+    peak = r[side].get("peak_bytes")
+    return text + (f", {peak / 2**20:.0f} MiB" if peak is not None else "")
 
 
-def markdown(results: list[dict], machine: dict, repeats: int) -> str:
+def markdown(results: list[dict], machine: dict, repeats: int, settings: Settings) -> str:
     gpu = machine["gpu"] or "none"
+    moved = {r["device"] for r in results if r["name"].startswith("gpu") and r["device"] != "cuda"}
     lines = [
         "# ssdlib benchmarks",
         "",
@@ -94,8 +117,15 @@ def markdown(results: list[dict], machine: dict, repeats: int) -> str:
         f"- GPU: {gpu}" + (f" (CUDA {machine['cuda']})" if machine["gpu"] else ""),
         f"- torch {machine['torch']}, torchvision {machine['torchvision']}, "
         f"pycocotools {machine['pycocotools']}, Python {machine['python']}",
-        f"- median of {repeats} interleaved samples per side (± half the interquartile range); "
-        "speed-up = peer / ours, measured in the same run",
+        f"- median of {repeats} interleaved samples per side (± half the interquartile range; "
+        "on CUDA also the peak memory a call allocates); speed-up = peer / ours, measured in "
+        "the same run",
+        f"- settings: {vars(settings)} (the row texts describe the defaults)",
+        *(
+            [f"- GPU rows ran on {', '.join(moved)}: a check of their code, not a benchmark"]
+            if moved
+            else []
+        ),
         "",
         "| row | what ssdlib does | ssdlib | peer | peer | speed-up | target |",
         "|---|---|---|---|---|---|---|",
@@ -105,7 +135,7 @@ def markdown(results: list[dict], machine: dict, repeats: int) -> str:
         if r["status"] != "ok":
             lines.append(
                 f"| {r['name']} | {r['what']} | {r['status']}: {r['reason']} | | "
-                f"{r['peer_name']} | | {target} |"
+                f"{r['peer_name'] or '—'} | | {target} |"
             )
             continue
         speedup = f"{r['speedup']:.2f}×" if "speedup" in r else ""
@@ -113,7 +143,7 @@ def markdown(results: list[dict], machine: dict, repeats: int) -> str:
             target += " ✓" if r["speedup"] >= r["target"] else " ✗"
         lines.append(
             f"| {r['name']} | {r['what']} | {_fmt_side(r, 'ours')} | {_fmt_side(r, 'peer')} | "
-            f"{r['peer_name']} | {speedup} | {target} |"
+            f"{r['peer_name'] or '—'} | {speedup} | {target} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -125,26 +155,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help=f"samples per side (default {REPEATS})")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for latest.*")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--gpu-rows-on",
+        metavar="DEVICE",
+        help="run the GPU rows on DEVICE (e.g. cpu, with --batch 2: checks their code runs; "
+        "the numbers mean nothing)",
+    )
+    parser.add_argument("--batch", type=int, help=f"images per batch (default {BATCH})")
     args = parser.parse_args(argv)
 
     rows = _select(ROWS, args.only)
+    gpu_device = args.gpu_rows_on
+
+    def device_of(row: Row) -> str:
+        return gpu_device if gpu_device and row.device == "cuda" else row.device
+
     if args.list:
         for row in rows:
-            print(f"{row.name:32s} {row.unavailable() or 'runs here'}")
+            print(f"{row.name:32s} {row.unavailable(device_of(row)) or 'runs here'}")
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else REPEATS)
+    warmup = 1 if args.quick else None  # None: each row's own
     machine = machine_info() | {"load_average": [round(x, 2) for x in os.getloadavg()]}
-    settings = Settings()
+    settings = Settings(batch=args.batch or BATCH)
     results = []
     for row in rows:
         print(f"{row.name} ...", end=" ", flush=True, file=sys.stderr)
-        results.append(run_row(row, settings, repeats, WARMUP))
+        results.append(run_row(row, settings, repeats, warmup, device_of(row)))
         r = results[-1]
         summary = f"{_fmt_side(r, 'ours')} vs {_fmt_side(r, 'peer')}" if r["status"] == "ok" else ""
         print(r["status"], summary, r.get("reason", ""), file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown(results, machine, repeats)
+    report = markdown(results, machine, repeats, settings)
     (args.out / "latest.md").write_text(report)
     payload = {"machine": machine, "repeats": repeats, "settings": vars(settings)}
     (args.out / "latest.json").write_text(json.dumps(payload | {"rows": results}, indent=1) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -163,9 +164,7 @@ def machine_info() -> dict:
         "commit": git_commit(),
     }
     try:
-        import pycocotools
-
-        info["pycocotools"] = getattr(pycocotools, "__version__", "installed")
-    except ImportError:
+        info["pycocotools"] = importlib.metadata.version("pycocotools")
+    except importlib.metadata.PackageNotFoundError:
         info["pycocotools"] = None
     return info
