@@ -18,7 +18,6 @@ the speed. :func:`object_sizes` measures what augmentation does to the objects' 
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import hashlib
@@ -37,10 +36,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .boxes import box_area, box_iou
+from .boxes import box_area
 from .data import ShapesDataset, train_transform
 from .evaluate import evaluate
 from .model import SSD, build_ssd, config_from_dict
+from .nms import SCORE_THRESHOLD
+from .report import BACKGROUND_IOU, diagnose
 from .train import TrainConfig, train
 from .train import preset as make_preset
 from .utils import default_device, seed_everything
@@ -186,72 +187,47 @@ def _evaluation_set(num_images: int, image_size: int, seed: int, split: str) -> 
 def recall_by_size(
     predictions: Sequence[dict[str, Tensor]],
     targets: Sequence[dict[str, Tensor]],
+    class_names: Sequence[str],
     image_size: float,
     bin_edges: Sequence[float] = SIZE_BIN_EDGES,
     iou_threshold: float = RECALL_IOU,
 ) -> dict[str, list]:
-    """Which ground-truth boxes some detection finds, by object size.
+    """The share of ground-truth objects some detection finds, by object size relative to the
+    image (SSD Fig. 4), as plain lists for a JSON result.
 
-    Per image and class, detections in order of falling score each claim the unclaimed
-    ground-truth box they overlap most, if that IoU reaches ``iou_threshold`` (COCO's greedy
-    matching). Every detection counts, whatever its score: this is the recall at the end of the
-    precision-recall curve, the most a detector's list finds.
+    Matching is :func:`ssdlib.report.diagnose`'s (VOC's rule: in falling score order a detection
+    claims the object of its class it overlaps most, if that IoU reaches ``iou_threshold`` and
+    no one claimed it before; a duplicate does not fall back to another object). Every
+    detection counts, whatever its score: the recall at the end of the precision-recall curve.
 
     Args:
         predictions: per image ``boxes`` ``(D, 4)`` xyxy pixels, ``scores`` ``(D,)``, ``labels``.
         targets: per image ``boxes`` ``(G, 4)`` xyxy pixels, ``labels`` ``(G,)``.
+        class_names: index 0 background.
         image_size: side of the (square) images in pixels: sizes are ``√(w·h) / image_size``.
-        bin_edges: ``S + 1`` increasing edges of the size bins; sizes at or above the last
-            edge fall in the last bin.
+        bin_edges: ``S + 1`` increasing edges, fractions of the image side; sizes at or above
+            the last edge count in the last bin.
         iou_threshold: the overlap that counts as found.
 
     Returns:
-        ``bin_edges``, ``num_objects`` (S counts), ``recall`` (S shares, None for an empty bin),
-        ``sizes`` and ``found`` (per ground-truth box, in image order).
+        ``bin_edges``, ``num_objects`` (S counts) and ``recall`` (S shares, None where empty).
     """
-    if len(predictions) != len(targets):
-        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
     edges = [float(e) for e in bin_edges]
     if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
         raise ValueError(f"bin_edges must be at least 2 increasing values, got {edges}")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    sizes: list[float] = []
-    found: list[bool] = []
-    for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
-        gt_boxes = torch.as_tensor(target["boxes"], dtype=torch.float64).reshape(-1, 4)
-        gt_labels = torch.as_tensor(target["labels"]).reshape(-1)
-        boxes = torch.as_tensor(pred["boxes"], dtype=torch.float64).reshape(-1, 4)
-        scores = torch.as_tensor(pred["scores"]).reshape(-1)
-        labels = torch.as_tensor(pred["labels"]).reshape(-1)
-        if not len(boxes) == len(scores) == len(labels):
-            raise ValueError(
-                f"predictions[{i}]: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
-            )
-        hit = torch.zeros(len(gt_boxes), dtype=torch.bool)  # (G,)
-        if len(gt_boxes) and len(boxes):
-            iou = box_iou(boxes, gt_boxes)  # (D, G)
-            iou[labels[:, None] != gt_labels[None, :]] = -1.0  # other classes never match
-            for d in torch.argsort(scores, descending=True, stable=True).tolist():
-                free = iou[d].masked_fill(hit, -1.0)  # (G,) boxes not yet claimed
-                g = int(free.argmax())
-                if free[g] >= iou_threshold:
-                    hit[g] = True
-        wh = (gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0)  # (G, 2)
-        sizes += ((wh[:, 0] * wh[:, 1]).sqrt() / image_size).tolist()
-        found += hit.tolist()
-    which = [min(max(bisect.bisect_right(edges, s) - 1, 0), len(edges) - 2) for s in sizes]
-    counts = [0] * (len(edges) - 1)
-    hits = [0] * (len(edges) - 1)
-    for b, f in zip(which, found, strict=True):
-        counts[b] += 1
-        hits[b] += int(f)
+    diagnosis = diagnose(
+        predictions,
+        targets,
+        class_names,
+        iou_threshold=iou_threshold,
+        background_iou=min(BACKGROUND_IOU, iou_threshold),
+    )
+    pixels = [e * image_size for e in edges[:-1]] + [math.inf]  # the last bin is open
+    counts, recall = diagnosis.recall_by_size(SCORE_THRESHOLD, pixels)
     return {
         "bin_edges": edges,
-        "num_objects": counts,
-        "recall": [h / n if n else None for h, n in zip(hits, counts, strict=True)],
-        "sizes": sizes,
-        "found": found,
+        "num_objects": [int(n) for n in counts],
+        "recall": [_json_number(float(r)) for r in recall],
     }
 
 
@@ -346,8 +322,8 @@ def train_and_evaluate(
         ``feature_maps``, ``sources``, ``steps``, ``epochs``), COCO metrics on the val set
         (``map``, ``map_50``, ``map_75``, ``map_small/medium/large``, ``mar_100``,
         ``ap50_per_class``), ``voc07_map``, ``train_map`` and ``train_map_50`` (on seen
-        images; None if ``seen_images`` is 0), ``recall_by_size`` (see :func:`recall_by_size`,
-        without the per-box lists), ``loss_curve`` (``step`` and ``loss`` lists), ``train_seconds``,
+        images; None if ``seen_images`` is 0), ``recall_by_size`` (:func:`recall_by_size`),
+        ``loss_curve`` (``step`` and ``loss`` lists), ``train_seconds``,
         ``train_images_per_s`` and ``images_per_s`` (inference, :func:`inference_speed`).
         Metrics without ground truth are None.
     """
@@ -385,7 +361,7 @@ def train_and_evaluate(
     if seen_images:
         seen_set = _evaluation_set(seen_images, size, data_seed, "train")
         seen = evaluate(model, seen_set, config.batch_size, device, progress=False)
-    recall = recall_by_size(predictions, targets, size)
+    recall = recall_by_size(predictions, targets, train_set.classes, size)
     batch = torch.stack([val_set[i][0] for i in range(min(SPEED_BATCH, len(val_set)))])
     history = result.history
     keep = (
@@ -417,7 +393,7 @@ def train_and_evaluate(
         "ap50_per_class": {k: _json_number(v) for k, v in metrics["ap50_per_class"].items()},
         "train_map": _json_number(seen["map"]),
         "train_map_50": _json_number(seen["map_50"]),
-        "recall_by_size": {k: recall[k] for k in ("bin_edges", "num_objects", "recall")},
+        "recall_by_size": recall,
         "loss_curve": {
             "step": [int(history[i]["step"]) for i in keep],
             "loss": [float(history[i]["loss"]) for i in keep],

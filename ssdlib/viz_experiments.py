@@ -236,7 +236,7 @@ def plot_metric_bars(
     return ax
 
 
-def plot_recall_by_size(
+def plot_recall_by_size_runs(
     results: Mapping[str, Mapping[str, Any]],
     ax: Axes | None = None,
     marks: Mapping[str, float] | None = None,
