@@ -206,7 +206,9 @@ def test_feature_map_explorer_layer_and_channel():
     [
         (None, 8732, "not yet: `n` is still None; fill it in and run this cell again."),
         (8732, 8732, "correct"),
-        (8731.999, 8732, "correct"),  # within the relative tolerance
+        (8731.999, 8732, "not yet: `n` = 8731.999 is too low."),  # counts are exact
+        (14.8, 21 / 2**0.5, "correct"),  # three significant digits of 14.85
+        (14.7, 21 / 2**0.5, "not yet: `n` = 14.7 is too low."),
         (8000, 8732, "not yet: `n` = 8000 is too low."),
         (9000, 8732, "not yet: `n` = 9000 is too high."),
         ([0.2, 0.34], [0.2, 0.34], "correct"),
