@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -39,9 +38,9 @@ from torch import Tensor
 from .boxes import box_area
 from .data import ShapesDataset, train_transform
 from .evaluate import evaluate
-from .model import SSD, build_ssd, config_from_dict
+from .model import build_ssd, config_from_dict
 from .nms import SCORE_THRESHOLD
-from .report import BACKGROUND_IOU, diagnose
+from .report import BACKGROUND_IOU, diagnose, measure_inference
 from .train import TrainConfig, train
 from .train import preset as make_preset
 from .utils import default_device, seed_everything
@@ -155,8 +154,7 @@ SIZE_BIN_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 1.0)  # object side √(
 # finer at the small end, where recall changes fastest
 RECALL_IOU = 0.5  # a ground-truth box counts as found by a detection of its class from this IoU
 LOSS_CURVE_POINTS = 12  # rows of the loss curve kept in a result (it is plotted, not analysed)
-SPEED_BATCH = 16  # images per timed forward pass (the presets' batch)
-SPEED_REPEATS = 5  # timed passes after one warm-up; the median is reported
+SPEED_BATCH = 16  # images per timed call of the network and NMS (the presets' batch)
 
 
 class _Samples(torch.utils.data.Dataset):
@@ -231,28 +229,6 @@ def recall_by_size(
     }
 
 
-def inference_speed(
-    model: SSD, images: Tensor, repeats: int = SPEED_REPEATS, device: torch.device | None = None
-) -> float:
-    """Images per second of ``model.detect`` on a batch ``(B, 3, S, S)``: the median of
-    ``repeats`` timed passes after one untimed warm-up (network, decoding and NMS)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    device = device if device is not None else model.priors.device
-    images = images.to(device)
-    model.detect(images)  # warm-up: allocations, lazy initialisation, kernel selection
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        model.detect(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return len(images) / statistics.median(seconds)
-
-
 def _json_number(x: float) -> float | None:
     """JSON has no nan: a metric without ground truth becomes None (null)."""
     return None if x is None or not math.isfinite(x) else float(x)
@@ -324,7 +300,8 @@ def train_and_evaluate(
         ``ap50_per_class``), ``voc07_map``, ``train_map`` and ``train_map_50`` (on seen
         images; None if ``seen_images`` is 0), ``recall_by_size`` (:func:`recall_by_size`),
         ``loss_curve`` (``step`` and ``loss`` lists), ``train_seconds``,
-        ``train_images_per_s`` and ``images_per_s`` (inference, :func:`inference_speed`).
+        ``train_images_per_s`` and ``images_per_s`` (network + NMS on a batch of val images,
+        :func:`ssdlib.report.measure_inference`).
         Metrics without ground truth are None.
     """
     config, sources = _make_config(preset, overrides or {}, seed)
@@ -400,7 +377,7 @@ def train_and_evaluate(
         },
         "train_seconds": train_seconds,
         "train_images_per_s": result.step * config.batch_size / max(train_seconds, 1e-9),
-        "images_per_s": inference_speed(model, batch, device=device),
+        "images_per_s": measure_inference(model, (len(batch),), images=batch)[0].images_per_s,
     }
 
 

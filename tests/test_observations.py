@@ -251,13 +251,6 @@ def test_train_and_evaluate_bad_config():
         ex.train_and_evaluate(overrides=tiny_overrides(), train_images=8, seen_images=9)
 
 
-def test_inference_speed(device):
-    model = build_ssd(SMALL, 3, width=0.125).to(device)
-    assert ex.inference_speed(model, torch.rand(2, 3, 64, 64), repeats=2) > 0
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
-        ex.inference_speed(model, torch.rand(1, 3, 64, 64), repeats=0)
-
-
 # -- object sizes under augmentation ---------------------------------------------------------------
 
 
