@@ -506,6 +506,8 @@ def plot_recall_by_size(
 ZOOM_CONTEXT = 3.0  # a gallery panel shows three times the box's longer side: object and
 # surroundings
 MIN_ZOOM = 0.25  # ... but never less than a quarter of the image's longer side
+MAX_CONTEXT_DETECTIONS = 3  # other detections drawn on a gallery panel: the best that overlap
+# its box; an unsure model has hundreds above any threshold, which would hide the picture
 
 
 def _image_of(dataset: Any, i: int) -> Tensor:
@@ -537,8 +539,12 @@ def _draw_scene(
     height: int,
     width: int,
     score_threshold: float,
+    focus: np.ndarray,
+    skip: int = -1,
 ) -> None:
-    """The image's objects (cyan, dashed) and its detections above the threshold (by class)."""
+    """The image's objects (cyan, dashed), and the best few detections above the threshold
+    that overlap the ``focus`` box (xyxy pixels), in their class colours; ``skip`` is a
+    detection (index into ``det_*``) drawn elsewhere."""
     names = diagnosis.class_names
     objs = np.flatnonzero(diagnosis.obj_image == image_index)
     draw_boxes(
@@ -550,7 +556,11 @@ def _draw_scene(
     )
     dets = np.flatnonzero(
         (diagnosis.det_image == image_index) & (diagnosis.det_score >= score_threshold)
-    )
+    )  # falling score
+    dets = dets[dets != skip]
+    if len(dets):
+        overlap = _iou_numpy(diagnosis.det_box[dets], np.asarray(focus, np.float64)[None])[:, 0]
+        dets = dets[overlap > 0][:MAX_CONTEXT_DETECTIONS]
     for j in dets:
         label = int(diagnosis.det_label[j])
         draw_boxes(
@@ -596,8 +606,9 @@ def plot_misses(
 
     The ``n`` panels are spread evenly over the misses sorted by size (smallest first), so the
     gallery shows what a typical miss looks like. Each zooms on the missed object (thick cyan),
-    with the image's other objects (dashed) and its detections above the threshold; the title
-    gives the object's size and the score at which it would be found, if any.
+    with the image's other objects (dashed) and the best few detections above the threshold
+    that overlap it; the title gives the object's size and the score at which a detection
+    would find it, if any.
 
     Args:
         dataset: ``dataset[i]`` gives image ``i`` (or ``(image, target)``), as evaluated.
@@ -620,7 +631,7 @@ def plot_misses(
         found = f"found at {score:.2f}" if score > 0 else "never found"
         name = diagnosis.class_names[int(diagnosis.obj_label[k])]
         show_image(image, ax, f"image {i}: {name}, {diagnosis.obj_size[k]:.0f} px\n{found}")
-        _draw_scene(ax, diagnosis, i, h, w, score_threshold)
+        _draw_scene(ax, diagnosis, i, h, w, score_threshold, box)
         draw_boxes(ax, _normalised(box, h, w), color=GT_COLOR, linewidth=3)
         _zoom(ax, box, h, w)
         _clip_texts(ax)
@@ -638,8 +649,9 @@ def plot_false_positives(
     """A gallery of the ``n`` highest-scoring mistakes: the detector's most confident errors.
 
     Each panel zooms on the false detection (thick, in its class colour) over the image's
-    objects (cyan, dashed) and other detections; the title names its kind and, for a
-    localisation or confusion error, the object it was judged against and their IoU.
+    objects (cyan, dashed) and the best few other detections that overlap it; the title names
+    its kind and, for a localisation, duplicate or confusion error, the object it was judged
+    against and their IoU.
 
     Args:
         dataset, diagnosis: as for :func:`plot_misses`.
@@ -666,7 +678,7 @@ def plot_false_positives(
                 title += f"\non a {names[int(diagnosis.obj_label[objs[0]])]}"
             title += f", IoU {diagnosis.det_iou[j]:.2f}"
         show_image(image, ax, title)
-        _draw_scene(ax, diagnosis, i, h, w, score_threshold)
+        _draw_scene(ax, diagnosis, i, h, w, score_threshold, box, skip=j)
         label = int(diagnosis.det_label[j])
         draw_boxes(ax, _normalised(box, h, w), color=PALETTE[label % len(PALETTE)], linewidth=3)
         _zoom(ax, box, h, w)

@@ -503,6 +503,12 @@ def test_galleries():
     x0, x1 = axes[0].get_xlim()
     assert 0 <= x0 < 0.5 < x1 <= 1  # zoomed around the circle at x 0.5-0.6
     assert x1 - x0 == pytest.approx(0.3)  # 3 × 10 px = 30 px of the 100 px width
+    # patches: the 3 objects (dashed), the detections above 0.5 that overlap the missed object
+    # (none on the circle; the 0.6 square on the square), the missed object (thick)
+    assert [len(ax.patches) for ax in axes] == [3 + 0 + 1, 3 + 1 + 1]
+    crowd = [det([[0, 0, 10, 10 + k] for k in range(6)], [0.9] * 6, [2] * 6)]
+    fig = report.plot_misses(dataset, diagnose(crowd, targets, NAMES), 0.5, n=1)
+    assert len(fig.axes[0].patches) == 3 + report.MAX_CONTEXT_DETECTIONS + 1
     fig = report.plot_false_positives(dataset, d, 0.5, n=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == [
