@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from .widgets import SLIDER_STYLE, WIDE, Explorer
 STAGE_PANEL_INCHES = 2.6  # side of one stage panel: six stages fit a notebook's width in a row
 MAX_SEED = 99  # the explorer's seed slider runs over 0..99: plenty of different draws
 LOG_SIZE_BINS = 30  # histogram bins of object size on the log axis
+TITLE_WIDTH = 34  # characters per title line of a stage panel: long notes wrap, not overlap
+METRIC_LABELS = {"map_50": "mAP@0.5", "map": "COCO mAP@[.5:.95]", "voc07_map": "VOC07 mAP"}
 
 
 def _pixels_to_unit(boxes: Tensor, image: Tensor) -> Tensor:
@@ -73,7 +76,9 @@ def plot_augmentation_stages(
     for i, (stage, ax) in enumerate(zip(stages, axes, strict=True)):
         h, w = stage.image.shape[-2:]
         state = stage.note if stage.applied or i == 0 else "skipped"
-        show_image(stage.image, ax=ax, title=f"{i}. {stage.name}\n{state}")
+        show_image(
+            stage.image, ax=ax, title=f"{i}. {stage.name}\n{textwrap.fill(state, TITLE_WIDTH)}"
+        )
         if not stage.applied and i > 0:
             ax.title.set_color("0.55")
         ax.set_xlabel(f"{w}×{h} px, {len(stage.target['boxes'])} boxes", fontsize=8)
@@ -279,18 +284,28 @@ def plot_recall_by_size_runs(
 def plot_accuracy_vs_speed(
     results: Mapping[str, Mapping[str, Any]],
     metric: str = "map_50",
+    speeds: Mapping[str, float] | None = None,
     axes: Sequence[Axes] | None = None,
 ) -> Figure:
-    """Two panels against the number of default boxes: accuracy (``metric``) and images/s."""
+    """Two panels against the number of default boxes: accuracy (``metric``) and images/s.
+
+    Args:
+        results: label -> a result of ``train_and_evaluate``.
+        metric: the accuracy to plot.
+        speeds: label -> images/s measured elsewhere (e.g. side by side, interleaved); default
+            each result's own ``images_per_s``.
+    """
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     fig = axes[0].figure
     for i, (label, r) in enumerate(results.items()):
         color = PALETTE[i % 10]
+        speed = speeds[label] if speeds is not None else r["images_per_s"]
         axes[0].scatter(r["num_priors"], _value(r[metric]), s=50, color=color, label=label)
-        axes[1].scatter(r["num_priors"], r["images_per_s"], s=50, color=color, label=label)
-    axes[0].set_ylabel(metric.replace("_", "@0.") if metric == "map_50" else metric)
-    axes[1].set_ylabel("inference images/s (detect, batch 16)")
+        axes[1].scatter(r["num_priors"], speed, s=50, color=color, label=label)
+    axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    axes[1].set_ylabel("images/s (network + NMS)")
+    axes[1].set_ylim(bottom=0)
     for ax in axes:
         ax.set_xlabel("default boxes")
         ax.grid(alpha=0.3)

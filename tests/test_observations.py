@@ -298,6 +298,8 @@ def test_result_figures():
     assert len(vx.plot_loss_curves(results).lines) == 2
     assert len(vx.plot_recall_by_size_runs(results, marks={"box": 0.1}).lines) >= 2
     assert len(vx.plot_accuracy_vs_speed(results).axes) == 2
+    fig = vx.plot_accuracy_vs_speed(results, speeds={"a": 10.0, "b": 20.0})
+    assert fig.axes[1].collections[1].get_offsets()[0].tolist() == [200, 20.0]
     vx.plot_per_class_ap(results)
     sizes = {"raw": torch.tensor([0.05, 0.2]), "aug": torch.tensor([0.02, 0.1, 0.4])}
     ax = vx.plot_size_distributions(sizes, small=0.1)
