@@ -84,6 +84,8 @@ def background_loss(conf_pred: Tensor) -> Tensor:
     Returns:
         ``(B, P)`` float32.
     """
+    if conf_pred.dim() != 3:
+        raise ValueError(f"expected conf_pred of shape (B, P, K), got {tuple(conf_pred.shape)}")
     ranking = conf_pred.new_empty(conf_pred.shape[:2], dtype=torch.float32)
     # A GPU has no such cache to fit; there one kernel over the whole batch is fastest.
     chunk = IMAGES_PER_CHUNK if conf_pred.device.type == "cpu" else max(1, len(conf_pred))

@@ -6,8 +6,10 @@ non-maximum suppression (nms) efficiently during inference. By using a confidenc
 keep the top 200 detections per image."
 
 :func:`nms` is the greedy algorithm written out to be read; :func:`nms_steps` records every step
-for the notebook's slider; :func:`postprocess` is the fast, batched path (torchvision.ops'
-compiled NMS kernel); :func:`postprocess_reference` is the same computation as loops.
+for the notebook's slider; :func:`postprocess_reference` turns raw outputs into detections with
+plain loops over images and classes; :func:`postprocess` computes the same detections fast:
+batched, with torchvision.ops' compiled NMS kernel, and on only as many candidates as the top
+200 detections need (the tests compare the two).
 
 Letters: ``B`` images, ``P`` default boxes, ``K`` classes including background 0.
 """

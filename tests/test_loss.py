@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torchvision.models.detection import ssd300_vgg16
 
 from ssdlib.boxes import cxcywh_to_xyxy
-from ssdlib.loss import MultiBoxLoss, hard_negative_mining
+from ssdlib.loss import MultiBoxLoss, background_loss, hard_negative_mining
 from ssdlib.matching import assign_targets, match
 from ssdlib.priors import SSD300_COCO, default_boxes
 
@@ -119,3 +119,13 @@ def test_loss_rejects_mismatched_shapes():
         )
     with pytest.raises(ValueError, match="dtype long"):
         crit(torch.zeros(2, 5, 4), torch.zeros(2, 5, 3), torch.zeros(2, 5, 4), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_background_loss_equals_the_whole_batch_log_softmax(dtype, device):
+    """Computed a few images at a time, value for value the same (5 images: a partial chunk)."""
+    conf = (torch.randn(5, 300, 7) * 4).to(device, dtype)
+    expected = -F.log_softmax(conf.float(), dim=-1)[..., 0]
+    assert torch.equal(background_loss(conf), expected)
+    with pytest.raises(ValueError, match=r"conf_pred of shape \(B, P, K\)"):
+        background_loss(conf[0])
