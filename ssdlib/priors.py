@@ -294,9 +294,9 @@ def with_scales(
 def config_on_one_map(cfg: PriorConfig, layer: int, name: str = "") -> PriorConfig:
     """Every layer's boxes moved onto the cells of one map: SSD Table 3's single source layer.
 
-    "For fair comparison, every time we remove a layer, we adjust the default box scales to make
-    sure the total number of boxes is similar to the original" (§3.2, Table 3; the paper's last
-    row keeps only conv7, i.e. fc7). Here each layer keeps its scale and aspect ratios but sits
+    When the paper removes source layers (§3.2, Table 3; its last row keeps only conv7, our
+    fc7), it stacks the removed layers' scales on the remaining ones, so that the total number
+    of boxes stays close to the original 8732. Here each layer keeps its scale and ratios but sits
     on the grid of ``layer``; the network then reads that one map for all of them
     (``build_ssd(..., sources=(layer,) * m)``). The count of boxes becomes
     ``f² · Σ_k A_k`` for the map's side ``f``.
