@@ -224,13 +224,15 @@ def _detect(
     chunks = _image_chunks(counts, NMS_CALL_MAX_BOXES.get(boxes.device.type, 0))
     first_row = torch.tensor([f for f, stop in chunks for _ in range(f, stop)], device=row.device)
     group = (row - first_row[row]) * k + cls  # (M,) numbered from 0 inside each call
-    shifted = boxes + (group * GROUP_SHIFT).to(boxes.dtype)[:, None]
+    # In float64, where adding a shift of a few hundred loses none of a box's float32 bits.
+    shifted = boxes.double() + (group * GROUP_SHIFT)[:, None]
+    scores64 = scores.double()
     ends = torch.tensor(counts).cumsum(0).tolist()
     kept = []
     for f, stop in chunks:
         start, end = ends[f] - counts[f], ends[stop - 1]
         if end > start:
-            kept.append(tv_nms(shifted[start:end], scores[start:end], iou_threshold) + start)
+            kept.append(tv_nms(shifted[start:end], scores64[start:end], iou_threshold) + start)
     keep = torch.cat(kept) if kept else row.new_zeros(0)
     # Back to row order (a stable sort keeps each row's best-first order), then top_k each.
     keep = keep[row[keep].argsort(stable=True)]

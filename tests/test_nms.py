@@ -210,3 +210,26 @@ def test_postprocess_rejects_bad_thresholds():
 QUARTER_PRIORS = torch.tensor(
     [[0.25, 0.25, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]]
 )
+
+
+def test_postprocess_keeps_float32_precision_when_many_images_share_an_nms_call(monkeypatch):
+    """One NMS call takes many (image, class) groups, each shifted far from [0, 1]; the overlaps
+    must still be decided as precisely as between unshifted boxes. Pairs of boxes overlap by
+    0.45 ± 1e-5: above the threshold the second box goes, below it stays."""
+    monkeypatch.setitem(sys.modules["ssdlib.nms"].NMS_CALL_MAX_BOXES, "cpu", 5000)
+    shift = [0.1 * (1 - t) / (1 + t) for t in (0.45 + 1e-5, 0.45 - 1e-5)]  # same-size boxes
+    priors = torch.tensor(  # cxcywh: two pairs, side 0.1, the second box of each pair shifted
+        [
+            [0.2, 0.2, 0.1, 0.1],
+            [0.2 + shift[0], 0.2, 0.1, 0.1],
+            [0.6, 0.6, 0.1, 0.1],
+            [0.6 + shift[1], 0.6, 0.1, 0.1],
+        ]
+    )
+    b, k = 24, 21
+    conf = torch.full((b, 4, k), -10.0)
+    conf[:, :, k - 1] = torch.tensor([5.0, 4.0, 5.0, 4.0])  # the last class: most shift
+    loc = torch.zeros(b, 4, 4)
+    fast = postprocess(loc, conf, priors)
+    _assert_same_detections(fast, postprocess_reference(loc, conf, priors))
+    assert all(len(det["scores"]) == 3 for det in fast)  # boxes 0, 2 and 3
