@@ -84,6 +84,7 @@ class Row:
     build: Callable[[Settings, str], Case]  # (settings, device) -> the case
     target: float | None = None  # the speed-up over the peer that issue 3 asks for
     throughput: bool = False  # report images/s rather than ms per call
+    latency: bool = False  # one synchronised call per sample (else calls back to back)
     warmup: int = 2  # untimed calls per side first
     needs: Callable[[], str | None] = lambda: None  # why the row cannot run yet, or None
 
@@ -521,6 +522,7 @@ ROWS: list[Row] = [
         "slim model, model.detect on 1 image (latency)",
         "",
         _slim_detect_case(1),
+        latency=True,
         needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
     ),
     Row(
@@ -555,6 +557,7 @@ ROWS: list[Row] = [
             "torchvision ssd300_vgg16 in eval mode, model(images)",
             _gpu_detect_case(batch),
             throughput=batch > 1,
+            latency=batch == 1,
             warmup=GPU_WARMUP,
             needs=lambda: _missing_modules("ssdlib.model"),
         )

@@ -74,7 +74,7 @@ def run_row(
             case.check()  # never time two computations that disagree
         fns = {"ours": case.ours} | ({"peer": case.peer} if case.peer is not None else {})
         warmup = row.warmup if warmup is None else warmup
-        times = time_interleaved(fns, device, repeats=repeats, warmup=warmup)
+        times = time_interleaved(fns, device, repeats, warmup, latency=row.latency)
         memory = {side: _peak_memory(fn, device) for side, fn in fns.items()}
     except Exception as err:  # one broken row must not hide the others' numbers
         traceback.print_exc()

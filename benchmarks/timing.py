@@ -78,6 +78,7 @@ def time_interleaved(
     device: torch.device | str = "cpu",
     repeats: int = 15,
     warmup: int = 2,
+    latency: bool = False,
 ) -> dict[str, Measurement]:
     """Time each function of ``fns`` ``repeats`` times, alternating their order every repeat.
 
@@ -87,6 +88,9 @@ def time_interleaved(
         repeats: samples per function; the median is robust from about 5 on.
         warmup: untimed calls per function first (allocator caches, lazy initialisation, cuDNN's
             algorithm search).
+        latency: one call per sample, synchronised on both ends: the time one request waits.
+            Otherwise a sample runs calls back to back (on CUDA, queued while the previous
+            run), which measures throughput.
 
     Returns:
         name -> :class:`Measurement` (seconds per call).
@@ -98,7 +102,7 @@ def time_interleaved(
         for fn in fns.values():
             fn()
     sync()
-    calls = {name: _calls_per_sample(fn, sync) for name, fn in fns.items()}
+    calls = {name: 1 if latency else _calls_per_sample(fn, sync) for name, fn in fns.items()}
     samples: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns)
     gc.collect()
