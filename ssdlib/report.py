@@ -815,7 +815,9 @@ class InferenceTiming:
 
 def _synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that the clock measures it (no-op on the CPU)."""
-    if device.type != "cpu":
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type != "cpu":  # mps, xpu ...
         torch.accelerator.synchronize(device)
 
 
