@@ -229,6 +229,41 @@ def recall_by_size(
     }
 
 
+def count_macs(model: torch.nn.Module, image_size: int) -> dict[str, int]:
+    """Multiply-adds of every convolution for one ``image_size`` × ``image_size`` image, counted
+    with forward hooks during one pass: ``{"total": …, "head": …}`` (``head``: the modules under
+    ``model.head``, the predictors whose size grows with the default boxes per cell).
+
+    A convolution producing ``C_out × H × W`` from ``C_in / groups`` channels with a ``k × k``
+    kernel costs ``C_out · H · W · (C_in / groups) · k²``. Unlike a timing, the count is the same
+    on every machine.
+    """
+    counts: dict[str, int] = {"total": 0, "head": 0}
+    head = getattr(model, "head", None)
+    in_head = {id(m) for m in head.modules()} if isinstance(head, torch.nn.Module) else set()
+
+    def hook(module: torch.nn.Conv2d, inputs: Any, output: Tensor) -> None:
+        kh, kw = module.kernel_size
+        macs = output[0].numel() * (module.in_channels // module.groups) * kh * kw
+        counts["total"] += macs
+        if id(module) in in_head:
+            counts["head"] += macs
+
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    was_training = model.training
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return counts
+
+
 def _json_number(x: float) -> float | None:
     """JSON has no nan: a metric without ground truth becomes None (null)."""
     return None if x is None or not math.isfinite(x) else float(x)

@@ -32,6 +32,7 @@ STAGE_PANEL_INCHES = 2.6  # side of one stage panel: six stages fit a notebook's
 MAX_SEED = 99  # the explorer's seed slider runs over 0..99: plenty of different draws
 LOG_SIZE_BINS = 30  # histogram bins of object size on the log axis
 TITLE_WIDTH = 34  # characters per title line of a stage panel: long notes wrap, not overlap
+TITLE_PAD = 12  # points between a stage panel and its title: room for a box label at the top
 METRIC_LABELS = {"map_50": "mAP@0.5", "map": "COCO mAP@[.5:.95]", "voc07_map": "VOC07 mAP"}
 
 
@@ -76,9 +77,9 @@ def plot_augmentation_stages(
     for i, (stage, ax) in enumerate(zip(stages, axes, strict=True)):
         h, w = stage.image.shape[-2:]
         state = stage.note if stage.applied or i == 0 else "skipped"
-        show_image(
-            stage.image, ax=ax, title=f"{i}. {stage.name}\n{textwrap.fill(state, TITLE_WIDTH)}"
-        )
+        show_image(stage.image, ax=ax)
+        title = f"{i}. {stage.name}\n{textwrap.fill(state, TITLE_WIDTH)}"
+        ax.set_title(title, fontsize=9, pad=TITLE_PAD)  # above the box labels at the top edge
         if not stage.applied and i > 0:
             ax.title.set_color("0.55")
         ax.set_xlabel(f"{w}×{h} px, {len(stage.target['boxes'])} boxes", fontsize=8)

@@ -251,6 +251,24 @@ def test_train_and_evaluate_bad_config():
         ex.train_and_evaluate(overrides=tiny_overrides(), train_images=8, seen_images=9)
 
 
+def test_count_macs_hand_sized():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 1))
+    # 4·8·8 outputs × 3·3·3 + 2·8·8 outputs × 4·1·1
+    assert ex.count_macs(net, 8) == {"total": 4 * 64 * 27 + 2 * 64 * 4, "head": 0}
+    model = build_ssd(SMALL, 3, width=0.125).train()
+    squares = build_ssd(dataclasses.replace(SMALL, aspect_ratios=((), (), ())), 3, width=0.125)
+    full, fewer = ex.count_macs(model, 64), ex.count_macs(squares, 64)
+    assert model.training  # the mode is restored
+    assert full["total"] - fewer["total"] == full["head"] - fewer["head"] > 0  # heads differ only
+    # the heads by hand: 3×3 convs with (4 + 3)·A outputs per cell on 8×8, 4×4 and 2×2 maps
+    channels = [model.backbone.out_channels[s] for s in model.sources]
+    by_hand = sum(
+        f * f * 7 * a * c * 9
+        for f, a, c in zip(SMALL.feature_maps, SMALL.boxes_per_cell, channels, strict=True)
+    )
+    assert full["head"] == by_hand
+
+
 # -- object sizes under augmentation ---------------------------------------------------------------
 
 
