@@ -78,8 +78,8 @@ def plot_augmentation_stages(
         h, w = stage.image.shape[-2:]
         state = stage.note if stage.applied or i == 0 else "skipped"
         show_image(stage.image, ax=ax)
-        title = f"{i}. {stage.name}\n{textwrap.fill(state, TITLE_WIDTH)}"
-        ax.set_title(title, fontsize=9, pad=TITLE_PAD)  # above the box labels at the top edge
+        panel_title = f"{i}. {stage.name}\n{textwrap.fill(state, TITLE_WIDTH)}"
+        ax.set_title(panel_title, fontsize=9, pad=TITLE_PAD)  # above the box labels at the top edge
         if not stage.applied and i > 0:
             ax.title.set_color("0.55")
         ax.set_xlabel(f"{w}×{h} px, {len(stage.target['boxes'])} boxes", fontsize=8)

@@ -337,8 +337,10 @@ def test_augmentation_figure_and_explorer():
     samples = {"scene 0": data[0], "scene 1": data[1]}
     transforms = {name: train_transform(64) for name in samples}
     stages = augmentation_stages(*samples["scene 0"], transforms["scene 0"], seed=0)
-    fig = vx.plot_augmentation_stages(stages, data.classes)
+    fig = vx.plot_augmentation_stages(stages, data.classes, title="scene 0, seed 0")
     assert len(fig.axes) == len(stages) == 6
+    assert fig.get_suptitle() == "scene 0, seed 0"
+    assert fig.axes[4].get_title().startswith("4. flip\n")
     drawn = [len(ax.patches) for ax in fig.axes]
     assert drawn == [len(s.target["boxes"]) for s in stages]
 
