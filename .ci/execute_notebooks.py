@@ -41,7 +41,7 @@ def execute(path: Path) -> float:
         timeout=TIMEOUT_S,
         kernel_name=KERNEL,
         resources={"metadata": {"path": str(path.parent)}},
-        store_widget_state=False,
+        store_widget_state=True,  # False makes nbclient fail on figures in Output widgets
     )
     client.execute()
     clean(nb)
