@@ -10,11 +10,14 @@ weights     ImageNet VGG16, torchvision's COCO SSD300, model files
 data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders
 train       the training loop, presets, checkpoints, data-parallel
 evaluate    COCO mAP (pycocotools), VOC AP, precision-recall
-viz         figures for the notebooks; widgets: their interactive shells
-experiments measured results cached on the code and config that made them
+report      reading a trained detector: error kinds, recall by size, confusion, speed
+viz         figures for the notebooks (viz_experiments: lessons 6-7); widgets: interactive shells
+experiments measured experiments, cached on the code and config that made them
 """
 
-from . import data
+# The functions train.train and evaluate.evaluate are not re-exported: their names would hide
+# the modules ssdlib.train and ssdlib.evaluate. Call them as ssdlib.train.train(...).
+from . import data, evaluate, experiments, report, train
 from .boxes import (
     VARIANCES,
     box_area,
@@ -37,16 +40,8 @@ from .data import (
     make_loader,
     train_transform,
 )
-from .evaluate import (
-    PRCurve,
-    average_precision,
-    coco_map,
-    evaluate,
-    precision_recall,
-    voc_map,
-    voc_match,
-)
-from .loss import MultiBoxLoss, hard_negative_mining
+from .evaluate import PRCurve, average_precision, coco_map, precision_recall, voc_map, voc_match
+from .loss import MultiBoxLoss, background_loss, hard_negative_mining
 from .matching import MatchDetails, assign_targets, match
 from .model import SSD, build_ssd
 from .nms import nms, nms_steps, postprocess, postprocess_reference
@@ -59,7 +54,7 @@ from .priors import (
     default_boxes,
     linear_scales,
 )
-from .train import PRESETS, NonFiniteLossError, TrainConfig, TrainResult, preset, train
+from .train import PRESETS, NonFiniteLossError, TrainConfig, TrainResult, preset
 from .utils import default_device, seed_everything
 from .weights import (
     WeightsUnavailableError,
@@ -94,6 +89,7 @@ __all__ = [
     "assign_targets",
     "augmented_views",
     "average_precision",
+    "background_loss",
     "box_area",
     "box_iou",
     "build_ssd",
@@ -109,6 +105,7 @@ __all__ = [
     "encode",
     "eval_transform",
     "evaluate",
+    "experiments",
     "from_torchvision",
     "hard_negative_mining",
     "linear_scales",
@@ -124,6 +121,7 @@ __all__ = [
     "postprocess_reference",
     "precision_recall",
     "preset",
+    "report",
     "save_model",
     "seed_everything",
     "train",

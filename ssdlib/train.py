@@ -441,6 +441,7 @@ def model_from_checkpoint(
         args["width"],
         args["batch_norm"],
         args["class_names"],
+        sources=args.get("sources"),
     )
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()

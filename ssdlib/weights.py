@@ -351,6 +351,7 @@ def load_model(
         class_names=checkpoint["class_names"],
         mean=checkpoint["mean"],
         std=checkpoint["std"],
+        sources=checkpoint.get("sources"),  # present only for non-default source maps
     )
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()

@@ -359,3 +359,17 @@ def test_augmentation_figure_and_explorer():
     with pytest.raises(ValueError, match=r"seed must be in \[0, 99\]"):
         vx.augmentation_explorer(samples, transforms, seed=100)
     plt.close("all")
+
+
+def test_a_one_source_map_model_survives_a_model_file(tmp_path):
+    from ssdlib.weights import load_model, save_model
+
+    one_map = config_on_one_map(SMALL, 1)
+    m = len(one_map.feature_maps)
+    model = build_ssd(one_map, 3, width=0.125, sources=(1,) * m)
+    save_model(model, tmp_path / "m.pt")
+    back = load_model(tmp_path / "m.pt")
+    assert back.sources == (1,) * m
+    x = torch.rand(1, 3, one_map.image_size, one_map.image_size)
+    model.eval()
+    torch.testing.assert_close(back(x)[1], model(x)[1])
