@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from .data.transforms import AUGMENTATIONS
 from .priors import SSD300_COCO
 from .train import PRESETS, load_checkpoint, model_from_checkpoint, preset, train
 
@@ -74,14 +75,15 @@ def _data_root(args: argparse.Namespace) -> Path:
     return root
 
 
-def train_dataset(args: argparse.Namespace, image_size: int) -> Dataset:
-    """The augmented training set of ``--dataset`` (images ``image_size`` square)."""
+def train_dataset(args: argparse.Namespace, image_size: int, augment: str = "ssd") -> Dataset:
+    """The training set of ``--dataset``, ``image_size`` square, augmented as ``augment`` names
+    (:data:`ssdlib.data.AUGMENTATIONS`)."""
     from .data.coco import CocoDataset
     from .data.shapes import ShapesDataset
-    from .data.transforms import train_transform
+    from .data.transforms import augmentation
     from .data.voc import VOCDataset
 
-    transform = train_transform(image_size)
+    transform = augmentation(augment, image_size)
     if args.dataset == "shapes":
         n = args.limit or SHAPES_TRAIN_IMAGES
         return ShapesDataset(n, image_size, SHAPES_DATA_SEED, "train", transforms=transform)
@@ -157,13 +159,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["priors"] = SSD300_COCO  # COCO's smaller objects get smaller boxes (§3.4)
     if args.epochs or args.max_minutes or args.max_steps:  # replaces the preset's budget
         overrides.update(epochs=args.epochs, max_minutes=args.max_minutes, max_steps=args.max_steps)
-    for key in ("batch_size", "width", "lr", "eval_every", "num_workers"):
+    for key in ("batch_size", "width", "lr", "eval_every", "num_workers", "augment"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
     config = dataclasses.replace(config, **overrides)
     size = config.priors.image_size
-    train_set = train_dataset(args, size)
+    train_set = train_dataset(args, size, config.augment)
     val_set = None if args.no_val else eval_dataset(args, _default_val_split(args.dataset), size)
     result = train(
         config,
@@ -333,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=_positive_float, help="override the preset's channel width")
     p.add_argument("--lr", type=_positive_float, help="override the preset's learning rate")
+    p.add_argument(
+        "--augment", choices=AUGMENTATIONS, help="override the preset's data augmentation"
+    )
     p.add_argument("--eval-every", type=int, help="steps between validations (0: at the end)")
     p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader processes")
     p.add_argument("--no-val", action="store_true", help="skip validation (best.pt = last)")

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .boxes import box_area
-from .data import ShapesDataset, train_transform
+from .data import ShapesDataset, augmentation
 from .evaluate import evaluate
 from .model import build_ssd, config_from_dict
 from .nms import SCORE_THRESHOLD
@@ -313,7 +313,7 @@ def train_and_evaluate(
     each prior layer reads (:func:`ssdlib.model.build_ssd`), e.g. ``[1, 1, 1, 1, 1]``.
 
     Data: ``train_images`` shapes images of the "train" split (drawn at the preset's input size,
-    augmented with :func:`ssdlib.data.train_transform` if ``augment``, else used as they are),
+    augmented as the config's ``augment`` names if ``augment``, else used as they are),
     and ``val_images`` of the "val" split, both from ``data_seed``. Evaluated on the val images
     and, if ``seen_images`` > 0, on that many training images without augmentation (the gap
     between seen and unseen images shows overfitting).
@@ -323,7 +323,7 @@ def train_and_evaluate(
         overrides: TrainConfig fields to replace (plain JSON values), plus ``sources``.
         train_images, val_images: sizes of the training set and the held-out set.
         seen_images: how many training images to evaluate on as well (0: none).
-        augment: SSD's augmentation on the training images.
+        augment: augment the training images (False: none, whatever the config says).
         seed: the weights' initialisation, the data order and the augmentation draws.
         data_seed: which shapes images make up the two sets.
         device: default CUDA if present, else the CPU.
@@ -342,7 +342,7 @@ def train_and_evaluate(
     config, sources = _make_config(preset, overrides or {}, seed)
     size = config.priors.image_size
     device = torch.device(device) if device is not None else default_device()
-    transform = train_transform(size) if augment else None
+    transform = augmentation(config.augment, size) if augment else None
     train_set = ShapesDataset(
         train_images, size, seed=data_seed, split="train", transforms=transform
     )

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data.loader import collate
+from .data.transforms import AUGMENTATIONS
 from .evaluate import evaluate
 from .loss import NEG_POS_RATIO, MultiBoxLoss
 from .matching import IOU_THRESHOLD, assign_targets
@@ -66,6 +67,8 @@ class TrainConfig:
     batch_norm: bool = False  # BatchNorm after every conv: lets a slim net train from scratch
     # (under DDP each process normalises with its own share of the batch)
     # The objective (§2.2).
+    augment: str = "ssd"  # the data augmentation, by name: ssdlib.data.AUGMENTATIONS (the
+    # training set is built with it by the command line and the experiments)
     neg_pos_ratio: float = NEG_POS_RATIO  # hard negatives per positive: "at most 3:1"
     match_iou: float = IOU_THRESHOLD  # a default box is positive from this IoU (0.5)
     # The optimiser.
@@ -106,6 +109,7 @@ class TrainConfig:
             "optimizer": ("sgd", "adamw"),
             "schedule": ("step", "cosine"),
             "amp": ("auto", "off", "bf16", "fp16"),
+            "augment": AUGMENTATIONS,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from ssdlib.data import ShapesDataset, load_photo, train_transform
+from ssdlib.data import ShapesDataset, augmentation, eval_transform, load_photo, train_transform
 from ssdlib.data.transforms import DetectionTransform, augmentation_stages
 
 STAGES = ["original", "photometric distortion", "zoom out", "IoU crop", "flip", "resize"]
@@ -133,3 +133,35 @@ def test_bad_input_is_named():
         augmentation_stages(image, target, transform=lambda i, t: (i, t))
     single = DetectionTransform(v2.RandomHorizontalFlip(p=1.0))  # a bare step, not a Compose
     assert [s.name for s in augmentation_stages(image, target, single)] == ["original", "flip"]
+
+
+@pytest.mark.parametrize(
+    ("name", "stages"),
+    [
+        ("ssd", list(STAGES)),
+        ("no-zoom-out", [n for n in STAGES if n != "zoom out"]),
+        ("light", [n for n in STAGES if n not in ("zoom out", "IoU crop")]),
+    ],
+)
+def test_named_augmentations_run_the_stages_they_promise(name, stages):
+    image, target = sample_with_boxes()
+    transform = augmentation(name, 32)
+    assert [s.name for s in augmentation_stages(image, target, transform, seed=1)] == stages
+    out_image, out = transform(image, target)
+    assert tuple(out_image.shape) == (3, 32, 32) and out["boxes"].shape[1] == 4
+
+
+def test_light_augmentation_keeps_every_object():
+    image, target = sample_with_boxes()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        assert len(augmentation("light", 32)(image, target)[1]["boxes"]) == len(target["boxes"])
+
+
+def test_no_augmentation_only_resizes_and_an_unknown_name_is_refused():
+    image, target = sample_with_boxes()
+    torch.testing.assert_close(
+        augmentation("none", 32)(image, target)[0], eval_transform(32)(image, target)[0]
+    )
+    with pytest.raises(ValueError, match="unknown augmentation 'crops'"):
+        augmentation("crops", 32)

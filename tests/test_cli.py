@@ -157,3 +157,22 @@ def test_unknown_preset_exits_with_one_line():
     assert result.returncode == 2
     line = one_line_error(result.stderr)
     assert "invalid choice: 'ssd9000'" in line and "cpu-tiny" in line
+
+
+def test_train_augment_option_reaches_the_config_and_the_data(tmp_path, monkeypatch):
+    import ssdlib.cli as cli
+
+    seen = {}
+    real = cli.train_dataset
+
+    def spy(args, image_size, augment="ssd"):
+        seen["augment"] = augment
+        return real(args, image_size, augment)
+
+    monkeypatch.setattr(cli, "train_dataset", spy)
+    argv = replace_option(TINY_TRAIN, "--max-steps", "1")
+    assert main([*argv, "--augment", "none", "--no-val", "--out", str(tmp_path)]) == 0
+    assert seen["augment"] == "none"
+    assert load_checkpoint(tmp_path / LAST)["config"]["augment"] == "none"
+    with pytest.raises(SystemExit):
+        main([*argv, "--augment", "crops", "--out", str(tmp_path / "x")])

@@ -18,10 +18,18 @@ from .loader import collate, make_loader, seed_worker
 from .photos import PHOTOS_JSON, PhotoDataset, load_photo
 from .shapes import CLASSES as SHAPES_CLASSES
 from .shapes import ShapeObject, ShapesDataset, ShapesScene
-from .transforms import DetectionTransform, augmented_views, eval_transform, train_transform
+from .transforms import (
+    AUGMENTATIONS,
+    DetectionTransform,
+    augmentation,
+    augmented_views,
+    eval_transform,
+    train_transform,
+)
 from .voc import VOC_CLASSES, VOCDataset, parse_voc_xml
 
 __all__ = [
+    "AUGMENTATIONS",
     "BACKGROUND_NAME",
     "PHOTOS_JSON",
     "SHAPES_CLASSES",
@@ -34,6 +42,7 @@ __all__ = [
     "ShapesDataset",
     "ShapesScene",
     "VOCDataset",
+    "augmentation",
     "augmented_views",
     "check_sample",
     "collate",

@@ -139,7 +139,10 @@ class DetectionTransform:
 
 
 def train_transform(
-    size: int = 300, fill: Sequence[float] = IMAGENET_MEAN, zoom_out: bool = True
+    size: int = 300,
+    fill: Sequence[float] = IMAGENET_MEAN,
+    zoom_out: bool = True,
+    crop: bool = True,
 ) -> DetectionTransform:
     """SSD's training augmentation, ending in a ``size`` x ``size`` image.
 
@@ -156,6 +159,8 @@ def train_transform(
         size: side of the output image, pixels.
         fill: RGB in [0, 1] for the zoom-out canvas; default the ImageNet mean the model uses.
         zoom_out: False leaves step 2 out (SSD before §3.6, for measuring what it adds).
+        crop: False leaves step 3 out. With ``zoom_out=False`` too, only colour, flip and resize
+            remain: enough for procedurally drawn data, where every training image is new anyway.
 
     Returns:
         a callable ``(image (3, H, W), target) -> (image (3, size, size), target)``.
@@ -170,7 +175,7 @@ def train_transform(
             [
                 v2.RandomPhotometricDistort(),
                 *([zoom] if zoom_out else []),
-                RandomIoUCrop(),
+                *([RandomIoUCrop()] if crop else []),
                 v2.RandomHorizontalFlip(p=FLIP_P),
                 v2.Resize((size, size), antialias=True),
                 v2.ClampBoundingBoxes(),
@@ -178,6 +183,27 @@ def train_transform(
             ]
         )
     )
+
+
+AUGMENTATIONS = ("ssd", "no-zoom-out", "light", "none")  # the names training runs choose from
+
+
+def augmentation(name: str, size: int) -> DetectionTransform:
+    """A named training augmentation ending in ``size`` x ``size`` images.
+
+    * ``"ssd"``: the paper's, :func:`train_transform` (colour, zoom out, crop, flip);
+    * ``"no-zoom-out"``: without the zoom out (SSD before §3.6);
+    * ``"light"``: colour and flip only. On procedurally drawn data, where every image is new
+      and objects already come in every size and place, the crops mostly shrink the objects
+      a small input can see, and the cpu-tiny preset learned faster without them (README,
+      "The CPU preset");
+    * ``"none"``: resize only (:func:`eval_transform`).
+    """
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; choose from {list(AUGMENTATIONS)}")
+    if name == "none":
+        return eval_transform(size)
+    return train_transform(size, zoom_out=name == "ssd", crop=name != "light")
 
 
 def eval_transform(size: int = 300) -> DetectionTransform:
