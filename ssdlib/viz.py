@@ -731,6 +731,137 @@ def plot_offset_histograms(offsets: dict[str, Tensor], bins: int = 40) -> Figure
     return fig
 
 
+# -- §2.2 Training objective: hard negative mining -------------------------------------------------
+
+POSITIVE_COLOR = "#00d000"  # matched default boxes
+NEGATIVE_CMAP = "autumn"  # mined negatives: red for the hardest, yellow for the last one taken
+
+
+@dataclass
+class MiningReport:
+    """The numbers behind one image's hard negative mining (what the figures draw)."""
+
+    positives: int  # matched default boxes
+    negatives: int  # all the others: background
+    mined: int  # negatives that enter the confidence loss
+    negative_loss: float  # Σ -log p_0 over all negatives
+    mined_loss: float  # Σ -log p_0 over the mined ones
+
+    @property
+    def mined_share(self) -> float:
+        """Share of all negatives' confidence loss that the mined ones carry."""
+        return self.mined_loss / self.negative_loss if self.negative_loss > 0 else float("nan")
+
+
+def mining_report(bg_loss: Tensor, labels: Tensor, chosen: Tensor) -> MiningReport:
+    """Count positives, negatives and mined negatives of one image, and their loss.
+
+    Args:
+        bg_loss: ``(P,)`` each default box's loss as a negative, ``-log p_0``
+            (:func:`ssdlib.loss.background_loss`).
+        labels: ``(P,)`` long, 0 = background.
+        chosen: ``(P,)`` bool, from :func:`ssdlib.loss.hard_negative_mining`.
+    """
+    bg_loss, labels, chosen = (torch.as_tensor(t).detach().cpu() for t in (bg_loss, labels, chosen))
+    if not bg_loss.shape == labels.shape == chosen.shape or bg_loss.dim() != 1:
+        raise ValueError(
+            f"expected bg_loss, labels and chosen of one shape (P,), got {tuple(bg_loss.shape)}, "
+            f"{tuple(labels.shape)}, {tuple(chosen.shape)}"
+        )
+    negative = labels == 0
+    mined = negative & chosen
+    return MiningReport(
+        positives=int((~negative).sum()),
+        negatives=int(negative.sum()),
+        mined=int(mined.sum()),
+        negative_loss=float(bg_loss[negative].double().sum()),
+        mined_loss=float(bg_loss[mined].double().sum()),
+    )
+
+
+def plot_hard_negatives(
+    image: Tensor | np.ndarray,
+    priors: Tensor,
+    labels: Tensor,
+    chosen: Tensor,
+    bg_loss: Tensor,
+    gt_boxes: Tensor | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """The default boxes that enter the confidence loss of one image.
+
+    Positives in green; the mined negatives coloured by their loss, red for the hardest; the
+    ground truth in cyan. Every other default box is an easy negative and is left out.
+
+    Args:
+        priors: ``(P, 4)`` cxcywh.
+        labels: ``(P,)`` long, 0 = background.
+        chosen: ``(P,)`` bool, positives and mined negatives.
+        bg_loss: ``(P,)`` ``-log p_0`` of each box (orders the colours of the negatives).
+        gt_boxes: ``(G, 4)`` xyxy normalised.
+    """
+    report = mining_report(bg_loss, labels, chosen)
+    boxes = cxcywh_to_xyxy(priors.detach().cpu().float())
+    labels, chosen, bg_loss = labels.cpu(), chosen.cpu(), bg_loss.detach().cpu().float()
+    ax = show_image(image, ax=ax)
+    mined = (chosen & (labels == 0)).nonzero().flatten()
+    mined = mined[bg_loss[mined].argsort()]  # easiest first, so the hardest are drawn on top
+    cmap = plt.get_cmap(NEGATIVE_CMAP)
+    for rank, p in enumerate(mined.tolist()):
+        hardness = 1.0 - rank / max(len(mined) - 1, 1)  # 1 for the hardest
+        draw_boxes(ax, boxes[p], color=cmap(1.0 - hardness), linewidth=0.6 + 1.2 * hardness)
+    draw_boxes(ax, boxes[labels > 0], color=POSITIVE_COLOR, linewidth=1.2)
+    if gt_boxes is not None:
+        draw_boxes(ax, gt_boxes, color=GT_COLOR, linewidth=2.0)
+    ax.plot([], [], color=POSITIVE_COLOR, label=f"positives: {report.positives}")
+    ax.plot([], [], color=cmap(0.0), label=f"mined negatives: {report.mined}")
+    ax.plot([], [], color="none", label=f"left out: {report.negatives - report.mined}")
+    ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_negative_losses(
+    bg_loss: Tensor,
+    labels: Tensor,
+    chosen: Tensor,
+    ax: Axes | None = None,
+    label: str | None = None,
+    color: str | tuple | None = None,
+) -> Axes:
+    """Every negative's confidence loss, hardest first, with the mining cut.
+
+    The curve is ``-log p_0`` of the negatives sorted in decreasing order (log scale); the part
+    left of the dot is what hard negative mining keeps. Call it again on the same axes to
+    compare two models.
+
+    Args:
+        bg_loss, labels, chosen: ``(P,)`` each, as for :func:`plot_hard_negatives`.
+        label: the series' name in the legend (the share of the loss it keeps is added).
+    """
+    report = mining_report(bg_loss, labels, chosen)
+    bg_loss, labels = torch.as_tensor(bg_loss).detach().cpu().float(), labels.cpu()
+    ranked = bg_loss[labels == 0].sort(descending=True).values.clamp(min=1e-8).numpy()
+    ax = _new_axes(ax, figsize=(5.5, 3.4))
+    rank = np.arange(1, len(ranked) + 1)
+    text = f"{label}: " if label else ""
+    text += f"the {report.mined} mined carry {report.mined_share:.0%} of the negatives' loss"
+    (line,) = ax.plot(rank, ranked, color=color, label=text)
+    if report.mined:
+        ax.fill_between(
+            rank[: report.mined], ranked[: report.mined], alpha=0.25, color=line.get_color()
+        )
+        ax.plot(report.mined, ranked[report.mined - 1], "o", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("negatives, hardest first")
+    ax.set_ylabel("confidence loss −log p₀")
+    ax.legend(fontsize=7)
+    return ax
+
+
 # -- §3 Non-maximum suppression --------------------------------------------------------------------
 
 

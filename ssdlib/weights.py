@@ -367,3 +367,23 @@ def load_weights(model: SSD, path: str | os.PathLike) -> SSD:
     model.check_compatible(checkpoint, f"checkpoint {path}")
     model.load_state_dict(checkpoint["state_dict"])
     return model
+
+
+# -- The shipped model ---------------------------------------------------------------------------
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "data" / "cpu_tiny_shapes.pt"
+# the cpu-tiny preset trained on ShapesDataset by `make checkpoint`; the concept notebooks show
+# its matches, hard negatives and detections without training
+
+
+def load_shipped_model(map_location: str | torch.device = "cpu") -> SSD:
+    """The repository's trained cpu-tiny model (:data:`SHIPPED_MODEL`), in eval mode.
+
+    Raises FileNotFoundError saying how to make it if the file is missing (an installed copy of
+    ssdlib has no ``data/`` beside it).
+    """
+    if not SHIPPED_MODEL.is_file():
+        raise FileNotFoundError(
+            f"the shipped model {SHIPPED_MODEL} is missing: in a clone of the repository, "
+            "`make checkpoint` trains it again (15 minutes on 2 CPU cores)"
+        )
+    return load_model(SHIPPED_MODEL, map_location)

@@ -25,13 +25,17 @@ from IPython import get_ipython
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .loss import NEG_POS_RATIO, background_loss, hard_negative_mining
 from .matching import IOU_THRESHOLD, assign_targets
 from .nms import NMS_IOU_THRESHOLD, nms_steps
 from .priors import SSD300_VOC, PriorConfig, config_from_scales, default_boxes, layer_of_prior
 from .viz import (
+    mining_report,
     plot_default_box_explorer,
     plot_feature_map,
+    plot_hard_negatives,
     plot_iou_histogram,
+    plot_negative_losses,
     plot_nms_step,
     plot_positives,
 )
@@ -372,6 +376,64 @@ def matching_explorer(
         return fig, details, info
 
     return Explorer({"threshold": threshold, "obj": obj}, draw, rows=[["threshold", "obj"]])
+
+
+# -- §2.2 Hard negative mining ---------------------------------------------------------------------
+
+MAX_NEG_POS_RATIO = 10.0  # the ratio slider's end: past it the mined set hardly changes the picture
+
+
+def hard_negative_explorer(
+    image: Tensor | np.ndarray,
+    priors: Tensor,
+    labels: Tensor,
+    conf_logits: dict[str, Tensor],
+    gt_boxes: Tensor | None = None,
+) -> Explorer:
+    """A negatives-per-positive slider and a model picker over one image's hard negatives.
+
+    Left: the positives and the mined negatives on the image. Right: every negative's loss,
+    hardest first, with the mining cut.
+
+    Args:
+        priors: ``(P, 4)`` cxcywh default boxes.
+        labels: ``(P,)`` long, the matched class of each default box (0 = background).
+        conf_logits: model name -> ``(P, K)`` that model's class logits for this image.
+        gt_boxes: ``(G, 4)`` xyxy normalised, drawn in cyan.
+    """
+    _check_image_boxes(gt_boxes)
+    if not conf_logits:
+        raise ValueError("conf_logits needs at least one model's logits")
+    for name, logits in conf_logits.items():
+        if logits.dim() != 2 or logits.shape[0] != len(priors):
+            raise ValueError(
+                f"conf_logits[{name!r}]: expected shape ({len(priors)}, K), "
+                f"got {tuple(logits.shape)}"
+            )
+    if labels.shape != priors.shape[:1]:
+        raise ValueError(f"expected labels of shape ({len(priors)},), got {tuple(labels.shape)}")
+    bg = {name: background_loss(logits[None])[0] for name, logits in conf_logits.items()}
+    ratio = _float_slider("negatives per positive", NEG_POS_RATIO, 0.0, MAX_NEG_POS_RATIO, 0.5)
+    model = widgets.Dropdown(
+        options=list(conf_logits), value=next(iter(conf_logits)), description="model"
+    )
+
+    def draw(ratio: float, model: str):
+        chosen = hard_negative_mining(bg[model][None], labels[None], ratio)[0]
+        report = mining_report(bg[model], labels, chosen)
+        fig, (ax_img, ax_curve) = plt.subplots(
+            1, 2, figsize=(10, 4.3), layout="constrained", width_ratios=(1, 1.25)
+        )
+        plot_hard_negatives(image, priors, labels, chosen, bg[model], gt_boxes, ax=ax_img)
+        plot_negative_losses(bg[model], labels, chosen, ax=ax_curve, label=model)
+        info = (
+            f"<b>{html.escape(model)}</b>, {ratio:g} : 1 → <b>{report.mined}</b> of "
+            f"{report.negatives} negatives beside {report.positives} positives; they carry "
+            f"<b>{report.mined_share:.0%}</b> of the negatives' confidence loss"
+        )
+        return fig, report, info
+
+    return Explorer({"ratio": ratio, "model": model}, draw, rows=[["ratio", "model"]])
 
 
 # -- §3 Non-maximum suppression --------------------------------------------------------------------

@@ -460,3 +460,22 @@ def test_analysis_and_figures_take_tensors_on_any_device(device):
     wh = (gt[:, 2:] - gt[:, :2]).repeat(3, 1)
     result = viz.kmeans_box_shapes(wh, k=2)
     assert result.centroids.device.type == "cpu"
+
+
+def test_mining_report_and_figures_on_a_hand_made_case():
+    from ssdlib.viz import mining_report, plot_hard_negatives, plot_negative_losses
+
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]] * 6)
+    labels = torch.tensor([1, 0, 0, 0, 0, 0])
+    bg = torch.tensor([9.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    chosen = torch.tensor([True, True, True, False, False, False])  # 2 hardest negatives
+    r = mining_report(bg, labels, chosen)
+    assert (r.positives, r.negatives, r.mined) == (1, 5, 2)
+    assert r.mined_share == pytest.approx(7 / 10)
+    ax = plot_hard_negatives(torch.rand(3, 8, 8), priors, labels, chosen, bg)
+    assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == 3
+    ax = plot_negative_losses(bg, labels, chosen, label="m")
+    assert "the 2 mined carry 70%" in ax.get_legend().get_texts()[0].get_text()
+    with pytest.raises(ValueError, match="one shape"):
+        mining_report(bg, labels[:3], chosen)
+    plt.close("all")

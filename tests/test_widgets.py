@@ -243,3 +243,54 @@ def test_explorers_take_tensors_on_any_device(device):
     ex = W.nms_explorer(IMAGE, boxes.to(device), scores.to(device))
     ex.controls["step"].value = 1
     assert "keeps box" in ex.info.value
+
+
+# -- hard negative mining --------------------------------------------------------------------------
+
+
+def _mining_case():
+    priors = default_boxes(SSD300_VOC)
+    _, labels = assign_targets([GT], [LABELS], priors)
+    g = torch.Generator().manual_seed(0)
+    trained = torch.zeros(len(priors), 3)
+    trained[:, 0] = 8.0  # sure of background almost everywhere...
+    trained[torch.randperm(len(priors), generator=g)[:40], 0] = -4.0  # ...but for 40 boxes
+    logits = {"untrained": torch.randn(len(priors), 3, generator=g) * 0.01, "trained": trained}
+    return priors, labels[0], logits
+
+
+def test_hard_negative_explorer_ratio_sets_the_number_mined():
+    priors, labels, logits = _mining_case()
+    ex = W.hard_negative_explorer(IMAGE, priors, labels, logits, gt_boxes=GT)
+    positives = int((labels > 0).sum())
+    assert ex.result.positives == positives and ex.result.mined == 3 * positives
+    assert ex.result.negatives == len(priors) - positives
+    drawn = len(rectangles(ex.figure.axes[0]))
+    assert drawn == positives + 3 * positives + len(GT)  # mined, positives, ground truth
+    ex.controls["ratio"].value = 0.0
+    assert ex.result.mined == 0 and ex.result.mined_share == 0.0
+    assert len(rectangles(ex.figure.axes[0])) == positives + len(GT)
+    assert "0 : 1" in ex.info.value
+
+
+def test_hard_negative_explorer_model_picks_that_models_losses():
+    priors, labels, logits = _mining_case()
+    ex = W.hard_negative_explorer(IMAGE, priors, labels, logits)
+    near_uniform = ex.result.mined_share
+    ex.controls["model"].value = "trained"
+    # nearly equal logits give every negative about the same loss: the mined few carry a share
+    # near their count's share; a confident model's loss sits in few boxes
+    share_by_count = ex.result.mined / ex.result.negatives
+    assert near_uniform == pytest.approx(share_by_count, rel=0.05)
+    assert ex.result.mined_share > 5 * share_by_count
+    assert "trained" in ex.info.value
+
+
+def test_hard_negative_explorer_names_bad_input():
+    priors, labels, logits = _mining_case()
+    with pytest.raises(ValueError, match="at least one model"):
+        W.hard_negative_explorer(IMAGE, priors, labels, {})
+    with pytest.raises(ValueError, match=r"conf_logits\['x'\]"):
+        W.hard_negative_explorer(IMAGE, priors, labels, {"x": torch.zeros(5, 3)})
+    with pytest.raises(ValueError, match="labels of shape"):
+        W.hard_negative_explorer(IMAGE, priors, labels[:-1], logits)
