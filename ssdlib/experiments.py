@@ -6,7 +6,9 @@ take seconds, and a cached number must never outlive the code that produced it. 
 stored under ``data/experiments/`` with a key made of
 
 * the experiment's name and its config (everything the run depends on, as JSON), and
-* a hash of every source file of ``ssdlib`` (any change to the library invalidates every result),
+* a hash of every source file of ``ssdlib`` that can change a measured number (all but the
+  figures, widgets and command line, :data:`NOT_MEASURED`): a change there invalidates every
+  result,
 
 and :func:`cached_experiment` re-runs the experiment whenever the key differs.
 
@@ -49,10 +51,18 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE_DIR = PACKAGE_DIR.parent / "data" / "experiments"
 
 
+NOT_MEASURED = ("viz.py", "viz_experiments.py", "widgets.py", "cli.py", "__main__.py")  # they
+# draw, or parse a command line: no training or evaluation calls them, so editing a figure
+# does not throw away minutes of measured runs
+
+
 def code_hash(package_dir: Path = PACKAGE_DIR) -> str:
-    """SHA-256 of every ``.py`` file of the package (path and content), in sorted order."""
+    """SHA-256 of the package's ``.py`` files (path and content, in sorted order), leaving out
+    :data:`NOT_MEASURED`."""
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
+        if path.relative_to(package_dir).as_posix() in NOT_MEASURED:
+            continue
         digest.update(str(path.relative_to(package_dir)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -1,5 +1,7 @@
 """The experiment cache re-runs exactly when the code or the config changes."""
 
+import json
+
 import pytest
 
 import ssdlib.experiments as ex
@@ -47,6 +49,28 @@ def test_code_hash_sees_every_source_file(tmp_path):
     after_new_file = ex.code_hash(tmp_path)
     (tmp_path / "a.py").write_text("x = 2\n")
     assert len({before, after_new_file, ex.code_hash(tmp_path)}) == 3
+
+
+def test_code_hash_ignores_the_figures_and_the_command_line(tmp_path):
+    (tmp_path / "train.py").write_text("x = 1\n")
+    before = ex.code_hash(tmp_path)
+    (tmp_path / "viz.py").write_text("def plot(): ...\n")
+    (tmp_path / "cli.py").write_text("def main(): ...\n")
+    assert ex.code_hash(tmp_path) == before
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "viz.py").write_text("z = 3\n")  # only the package's own viz.py is left out
+    assert ex.code_hash(tmp_path) != before
+
+
+def test_every_stored_experiment_was_made_by_this_code():
+    """The lessons' stored results must match the library as committed: a stale one would make
+    nbval retrain for minutes and compare against outputs of the old code."""
+    stale = []
+    for path in sorted(ex.DEFAULT_CACHE_DIR.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["key"] != ex.experiment_key(record["name"], record["config"]):
+            stale.append(path.name)
+    assert not stale, f"stale cached experiments {stale}: run `make notebooks` and commit them"
 
 
 def test_bad_input_is_named(tmp_path):
