@@ -733,7 +733,8 @@ def plot_offset_histograms(offsets: dict[str, Tensor], bins: int = 40) -> Figure
 
 # -- §2.2 Training objective: hard negative mining -------------------------------------------------
 
-POSITIVE_COLOR = "#00d000"  # matched default boxes
+POSITIVE_COLOR = "#ff33cc"  # matched default boxes: magenta, unlike the negatives (red to yellow),
+# the ground truth (cyan) and most of what the shapes are painted with
 NEGATIVE_CMAP = "autumn"  # mined negatives: red for the hardest, yellow for the last one taken
 
 
@@ -791,7 +792,7 @@ def plot_hard_negatives(
 ) -> Axes:
     """The default boxes that enter the confidence loss of one image.
 
-    Positives in green; the mined negatives coloured by their loss, red for the hardest; the
+    Positives in magenta; the mined negatives coloured by their loss, red for the hardest; the
     ground truth in cyan. Every other default box is an easy negative and is left out.
 
     Args:
