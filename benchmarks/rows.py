@@ -23,7 +23,6 @@ import importlib.util
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,7 +45,6 @@ LOSS_RTOL = 1e-4  # float32 sums over thousands of boxes, in a different order o
 EVAL_IMAGES = 100  # images in the COCO mAP row (pycocotools' time grows with detections)
 EVAL_DETECTIONS = 100  # detections per image there: COCO's maxDets
 SLIM_BATCH = 16  # the cpu-tiny preset's batch size
-TRAINED_MODEL = Path(__file__).resolve().parent.parent / "data" / "cpu_tiny_shapes.pt"
 GPU_WARMUP = 5  # cuDNN tries its algorithms on the first calls of each shape
 SGD = {"lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4}  # the paper's optimiser (§3)
 
@@ -192,9 +190,9 @@ def _tiny_model_case(settings: Settings, device: str) -> Case:
     """Postprocess on the real outputs of the trained slim model (``make checkpoint``) for
     ``settings.batch`` validation images of its shapes dataset."""
     from ssdlib.data.shapes import ShapesDataset
-    from ssdlib.weights import load_model
+    from ssdlib.weights import load_shipped_model
 
-    model = load_model(TRAINED_MODEL, map_location=device)
+    model = load_shipped_model(device)
     size = model.cfg.image_size
     images = torch.stack(
         [ShapesDataset(settings.batch, size, split="val")[i][0] for i in range(settings.batch)]
@@ -483,9 +481,14 @@ def _hot_path_rows(device: str) -> list[Row]:
 
 
 def _no_trained_model() -> str | None:
-    if not TRAINED_MODEL.exists():
-        return f"needs {TRAINED_MODEL.name} (make checkpoint)"
-    return _missing_modules("ssdlib.weights", "ssdlib.data")
+    missing = _missing_modules("ssdlib.weights", "ssdlib.data")
+    if missing:
+        return missing
+    from ssdlib.weights import SHIPPED_MODEL
+
+    if not SHIPPED_MODEL.exists():
+        return f"needs {SHIPPED_MODEL.name} (make checkpoint)"
+    return None
 
 
 ROWS: list[Row] = [
