@@ -85,7 +85,9 @@ def _match_padded(iou: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     return torch.where(forced >= 0, forced, matched)
 
 
-def _match_stacked(iou: Tensor, image: Tensor, num_images: int, iou_threshold: float) -> Tensor:
+def _match_stacked(
+    iou: Tensor, image: Tensor, num_images: int, iou_threshold: float
+) -> tuple[Tensor, Tensor]:
     """Both matching rules for a batch whose objects are stacked, not padded.
 
     A batch pads to its most crowded image: 32 VOC images hold about 80 objects but pad to
@@ -99,16 +101,25 @@ def _match_stacked(iou: Tensor, image: Tensor, num_images: int, iou_threshold: f
         num_images: ``B``.
 
     Returns:
-        ``(B, P)`` long: the matched object's row of ``iou``, -1 for background. Ties go as in
-        :func:`_match_padded`: the first object wins rule 1, the last one rule 2.
+        ``(B, P)`` long: the matched object's row of ``iou``, -1 for background; and the
+        positives' ``image · P + box`` indices, ascending. Ties go as in :func:`_match_padded`:
+        the first object wins rule 1, the last one rule 2.
     """
     n, p = iou.shape
     matched = torch.full((num_images * p,), -1, dtype=torch.long, device=iou.device)  # (B*P,)
+    if n == 0:
+        return matched.view(num_images, p), matched[:0]
+    # Only a few hundred of the P boxes reach the threshold with any object. A maximum over the
+    # objects (down the columns: a fast, vectorised reduction) finds them, and both rules then
+    # read those columns instead of the whole matrix.
+    near = (iou.amax(dim=0) >= iou_threshold).nonzero().squeeze(1)  # (C,) ascending
+    near_iou = iou[:, near]  # (N, C)
+
     # Rule 1: among the pairs at or above the threshold (a few per object), each (image, box)
     # slot takes the object with the highest IoU, the first of equals (as torch.max does).
-    obj, prior = (iou >= iou_threshold).nonzero(as_tuple=True)  # (C,) each
-    overlap = iou[obj, prior]
-    slots, slot_of = torch.unique(image[obj] * p + prior, return_inverse=True)  # (S,), (C,)
+    obj, col = (near_iou >= iou_threshold).nonzero(as_tuple=True)  # (A,) each
+    overlap = near_iou[obj, col]
+    slots, slot_of = torch.unique(image[obj] * p + near[col], return_inverse=True)  # (S,), (A,)
     best = overlap.new_zeros(len(slots)).scatter_reduce_(
         0, slot_of, overlap, "amax", include_self=False
     )
@@ -117,12 +128,21 @@ def _match_stacked(iou: Tensor, image: Tensor, num_images: int, iou_threshold: f
         0, slot_of[is_best], obj[is_best], "amin", include_self=False
     )
     # Rule 2: each object takes its best default box; of objects sharing one, the last wins.
-    slots, slot_of = torch.unique(image * p + iou.argmax(dim=1), return_inverse=True)  # (S,), (N,)
+    # An object whose best IoU reaches the threshold has that box among the columns above (the
+    # first of equals too, the columns being in order); the others search their whole row.
+    best_prior = torch.zeros(n, dtype=torch.long, device=iou.device)  # (N,)
+    elsewhere = torch.ones(n, dtype=torch.bool, device=iou.device)
+    if len(near):
+        best_overlap, best_col = near_iou.max(dim=1)
+        best_prior, elsewhere = near[best_col], best_overlap < iou_threshold
+    if elsewhere.any():
+        best_prior[elsewhere] = iou[elsewhere].argmax(dim=1)
+    forced, slot_of = torch.unique(image * p + best_prior, return_inverse=True)  # (F,), (N,)
     objects = torch.arange(n, device=iou.device)
-    matched[slots] = torch.zeros_like(slots).scatter_reduce_(
+    matched[forced] = torch.zeros_like(forced).scatter_reduce_(
         0, slot_of, objects, "amax", include_self=False
     )
-    return matched.view(num_images, p)
+    return matched.view(num_images, p), torch.unique(torch.cat([slots, forced]))
 
 
 def _check_threshold(iou_threshold: float) -> None:
@@ -146,7 +166,7 @@ def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = IOU_THRESHOLD
     _check_threshold(iou_threshold)
     iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (G, P)
     image = torch.zeros(gt_boxes.shape[0], dtype=torch.long, device=gt_boxes.device)
-    return _match_stacked(iou, image, 1, iou_threshold)[0]
+    return _match_stacked(iou, image, 1, iou_threshold)[0][0]
 
 
 def _image_and_index(row: int, counts: list[int]) -> tuple[int, int]:
@@ -257,15 +277,14 @@ def assign_targets(
     image = torch.repeat_interleave(torch.arange(b), torch.tensor(counts)).to(priors.device)
 
     iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (N, P)
-    matched = _match_stacked(iou, image, b, iou_threshold)  # (B, P): row of gt_boxes, or -1
+    matched, positive = _match_stacked(iou, image, b, iou_threshold)  # (B, P), (N_pos,)
 
     # Encode only the positives (a few hundred of B·P boxes), then scatter them into place.
-    img, prior = (matched >= 0).nonzero(as_tuple=True)  # (N_pos,) each
-    obj = matched[img, prior]
+    obj, prior = matched.view(-1)[positive], positive % p  # (N_pos,) each
     labels = torch.zeros_like(matched)  # (B, P), 0 = background
-    labels[img, prior] = gt_labels[obj]
+    labels.view(-1)[positive] = gt_labels[obj]
     loc_targets = priors.new_zeros(b, p, 4)
-    loc_targets[img, prior] = encode(gt_boxes[obj], priors[prior], variances)
+    loc_targets.view(-1, 4)[positive] = encode(gt_boxes[obj], priors[prior], variances)
     if not return_details:
         return loc_targets, labels
 

@@ -123,9 +123,33 @@ def test_loss_rejects_mismatched_shapes():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_background_loss_equals_the_whole_batch_log_softmax(dtype, device):
-    """Computed a few images at a time, value for value the same (5 images: a partial chunk)."""
-    conf = (torch.randn(5, 300, 7) * 4).to(device, dtype)
+    """Computed a few images at a time (11 images: a partial last chunk), to float32 rounding."""
+    conf = (torch.randn(11, 300, 7) * 4).to(device, dtype)
     expected = -F.log_softmax(conf.float(), dim=-1)[..., 0]
-    assert torch.equal(background_loss(conf), expected)
+    got = background_loss(conf)
+    assert got.dtype == torch.float32 and got.shape == (11, 300)
+    torch.testing.assert_close(got, expected, rtol=2e-6, atol=2e-6)
     with pytest.raises(ValueError, match=r"conf_pred of shape \(B, P, K\)"):
         background_loss(conf[0])
+
+
+def test_background_loss_survives_logits_that_overflow_exp(device):
+    """A class 200 above the background: exp(200) is inf in float32, the loss is still ~200;
+    the opposite extreme (background 200 above) underflows to p_0 = 1 and a loss of 0."""
+    conf = torch.randn(3, 50, 5, device=device)
+    conf[0, 7, 3] = conf[0, 7, 0] + 200
+    conf[2, 0, 0] = conf[2, 0, 1:].max() + 200
+    conf[1, 4] = torch.tensor([-1e4, 1e4, 0.0, 3.0, -5.0])
+    got = background_loss(conf)
+    expected = -F.log_softmax(conf, dim=-1)[..., 0]
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=2e-6, atol=2e-6)
+    assert got[0, 7] == pytest.approx(200, abs=1e-3) and got[2, 0] == 0
+    assert got[1, 4] == pytest.approx(2e4)
+
+
+def test_background_loss_keeps_nan_where_log_softmax_has_it(device):
+    conf = torch.randn(2, 10, 4, device=device)
+    conf[1, 3, 2] = float("nan")
+    got = background_loss(conf)
+    assert torch.isnan(got[1, 3]) and torch.isfinite(got[:, :3]).all()

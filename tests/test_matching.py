@@ -143,7 +143,7 @@ def _batch_with_ties(generator, counts):
     return gts
 
 
-@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
 def test_stacked_matching_equals_the_padded_reference(threshold, device):
     from ssdlib.matching import _match_padded, _match_stacked, pad_targets
 
@@ -157,7 +157,8 @@ def test_stacked_matching_equals_the_padded_reference(threshold, device):
     reference = _match_padded(box_iou(padded, priors_xyxy.expand(6, -1, -1)), valid, threshold)
 
     image = torch.repeat_interleave(torch.arange(6), torch.tensor(counts)).to(device)
-    rows = _match_stacked(box_iou(torch.cat(gts), priors_xyxy), image, 6, threshold)
+    rows, positive = _match_stacked(box_iou(torch.cat(gts), priors_xyxy), image, 6, threshold)
+    assert torch.equal(positive, (rows.view(-1) >= 0).nonzero().squeeze(1))
     first = torch.tensor([0, *counts[:-1]], device=device).cumsum(0)  # row of each image's first
     stacked = torch.where(rows >= 0, rows - first[:, None], -1)
     assert torch.equal(stacked, reference)
