@@ -15,7 +15,8 @@ and :func:`cached_experiment` re-runs the experiment whenever the key differs.
 The experiments themselves: :func:`train_and_evaluate` trains a variant of a preset on
 ShapesDataset for a fixed number of steps (never minutes, so a run repeats) and measures it:
 COCO mAP overall and by object size, AP per class, :func:`recall_by_size`, the loss curve and
-the speed. :func:`object_sizes` measures what augmentation does to the objects' sizes.
+the speed; :func:`short_run` is the lessons' one way to call it, so that they share records.
+:func:`object_sizes` measures what augmentation does to the objects' sizes.
 """
 
 from __future__ import annotations
@@ -424,6 +425,54 @@ def train_and_evaluate(
         "train_images_per_s": result.step * config.batch_size / max(train_seconds, 1e-9),
         "images_per_s": measure_inference(model, (len(batch),), images=batch)[0].images_per_s,
     }
+
+
+SHORT_RUN_STEPS = 600  # the lessons' budget per compared run: ~2 minutes on two CPU cores, and
+# far enough from the start that the models differ (at 150 steps every mAP@0.5 was near 0.02)
+
+
+def short_run(
+    name: str,
+    overrides: dict[str, Any] | None = None,
+    steps: int = SHORT_RUN_STEPS,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    **run_args: Any,
+) -> dict[str, Any]:
+    """One run of the lessons' measured comparisons, cached: the cpu-tiny preset trained for
+    ``steps`` optimiser steps (warming up over the first tenth) with ``overrides``, evaluated by
+    :func:`train_and_evaluate`.
+
+    Every lesson that compares variants calls this, so a variant two lessons both need (lesson
+    4's 3:1 hard negative mining is lesson 7's baseline) is trained once and stored once, as
+    ``data/experiments/<name>.json``. A name stands for one configuration: asking for it with
+    other overrides or seed trains again and replaces the record. A budget other than
+    :data:`SHORT_RUN_STEPS` is stored as ``<name>_<steps>steps``, so that an exercise's longer
+    run never replaces a lesson's record.
+
+    Args:
+        name: the record's name, e.g. ``"baseline"``.
+        overrides: TrainConfig fields (and ``sources``) that make the variant.
+        steps: the budget in optimiser steps.
+        seed: weights, data order and augmentation draws.
+        cache_dir: where records live (default ``data/experiments``).
+        run_args: further arguments of :func:`train_and_evaluate` (``train_images``,
+            ``val_images``, ``seen_images``, ``augment``).
+
+    Returns:
+        :func:`cached_experiment`'s record; the measurements are its ``"result"``.
+    """
+    config = {
+        "preset": "cpu-tiny",
+        "overrides": {"max_steps": steps, "warmup_steps": steps // 10, **(overrides or {})},
+        "train_images": TRAIN_IMAGES,
+        "val_images": VAL_IMAGES,
+        **run_args,
+        "seed": seed,
+    }
+    if steps != SHORT_RUN_STEPS:
+        name = f"{name}_{steps}steps"
+    return cached_experiment(name, train_and_evaluate, config, cache_dir=cache_dir)
 
 
 def object_sizes(

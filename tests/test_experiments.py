@@ -62,6 +62,34 @@ def test_code_hash_ignores_the_figures_and_the_command_line(tmp_path):
     assert ex.code_hash(tmp_path) != before
 
 
+def test_short_run_builds_the_lessons_config_and_shares_one_record(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train_and_evaluate(**config):
+        calls.append(config)
+        return {"map_50": 0.5}
+
+    monkeypatch.setattr(ex, "train_and_evaluate", fake_train_and_evaluate)
+    record = ex.short_run("baseline", cache_dir=tmp_path)
+    assert record["result"] == {"map_50": 0.5} and not record["cached"]
+    assert calls[0] == {
+        "preset": "cpu-tiny",
+        "overrides": {"max_steps": 600, "warmup_steps": 60},
+        "train_images": ex.TRAIN_IMAGES,
+        "val_images": ex.VAL_IMAGES,
+        "seed": 0,
+    }
+    assert ex.short_run("baseline", cache_dir=tmp_path)["cached"]  # another lesson, same run
+    assert len(calls) == 1 and (tmp_path / "baseline.json").exists()
+
+    ex.short_run(
+        "variant", {"neg_pos_ratio": 1.0}, steps=300, seed=2, cache_dir=tmp_path, seen_images=5
+    )
+    assert calls[1]["overrides"] == {"max_steps": 300, "warmup_steps": 30, "neg_pos_ratio": 1.0}
+    assert calls[1]["seed"] == 2 and calls[1]["seen_images"] == 5
+    assert (tmp_path / "variant_300steps.json").exists()  # another budget, another record
+
+
 def test_every_stored_experiment_was_made_by_this_code():
     """The lessons' stored results must match the library as committed: a stale one would make
     nbval retrain for minutes and compare against outputs of the old code."""
