@@ -120,10 +120,9 @@ def background_loss(conf_pred: Tensor) -> Tensor:
             # One kernel over the whole batch; a GPU has no cache to fit and no check to wait for.
             return torch.neg(F.log_softmax(conf_pred.float(), dim=-1)[..., 0], out=ranking)
         # A few images at a time, reusing one buffer that stays in the cache between the steps.
-        buffer = conf_pred.new_empty((IMAGES_PER_CHUNK, *conf_pred.shape[1:]), dtype=torch.float32)
-        for logits, out in zip(
-            conf_pred.split(IMAGES_PER_CHUNK), ranking.split(IMAGES_PER_CHUNK), strict=True
-        ):
+        chunk = max(1, min(IMAGES_PER_CHUNK, len(conf_pred)))  # a lone image needs no more
+        buffer = conf_pred.new_empty((chunk, *conf_pred.shape[1:]), dtype=torch.float32)
+        for logits, out in zip(conf_pred.split(chunk), ranking.split(chunk), strict=True):
             logits = logits.float()
             shifted = torch.sub(logits, logits[..., :1], out=buffer[: len(logits)])  # x_k - x_0
             torch.sum(shifted.mul_(LOG2_E).exp2_(), dim=-1, out=out).log_()
