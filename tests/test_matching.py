@@ -105,6 +105,25 @@ def test_assign_targets_equals_one_image_at_a_time(device):
     assert (lab_t[1] == 0).all()  # the image without objects
 
 
+def test_assign_targets_for_a_batch_without_any_object(device):
+    """No object anywhere: all background, zero offsets, and a loss without positives."""
+    from ssdlib.loss import MultiBoxLoss
+
+    priors = default_boxes(SSD300_VOC, device=device)
+    empty = [torch.zeros(0, 4, device=device)] * 3
+    loc_t, lab_t = assign_targets(
+        empty, [torch.zeros(0, dtype=torch.long, device=device)] * 3, priors
+    )
+    assert loc_t.shape == (3, 8732, 4) and not loc_t.any() and not lab_t.any()
+    loc_loss, conf_loss = MultiBoxLoss()(
+        torch.randn(3, 8732, 4, device=device),
+        torch.randn(3, 8732, 21, device=device),
+        loc_t,
+        lab_t,
+    )
+    assert loc_loss == 0 and conf_loss == 0  # no positives, so no mined negatives either
+
+
 def test_assign_targets_details():
     gt = [torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.6, 0.6, 0.7, 0.7]])]
     _, labels, d = assign_targets(gt, [torch.tensor([3, 5])], QUARTERS, return_details=True)
