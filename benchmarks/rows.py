@@ -31,7 +31,7 @@ from torchvision.models.detection import ssd300_vgg16
 from torchvision.ops import box_iou as tv_box_iou
 
 from ssdlib.boxes import cxcywh_to_xyxy
-from ssdlib.loss import MultiBoxLoss
+from ssdlib.loss import MultiBoxLoss, background_loss
 from ssdlib.matching import assign_targets
 from ssdlib.nms import postprocess
 from ssdlib.priors import SSD300_COCO, default_boxes
@@ -162,6 +162,24 @@ def _loss_case(settings: Settings, device: str, backward: bool) -> Case:
     def check() -> None:
         for a, b in zip(ours(), peer(), strict=True):
             torch.testing.assert_close(a, b, rtol=LOSS_RTOL, atol=LOSS_RTOL)
+
+    return Case(ours, peer, check, items=settings.batch)
+
+
+def _background_loss_case(settings: Settings, device: str) -> Case:
+    """The ranking of the negatives alone: what half of the loss row's time goes to."""
+    priors, _ = _priors_and_anchors(device)
+    gt_boxes, gt_labels = ground_truth(settings.batch, settings.num_classes, settings.seed)
+    _, conf = raw_outputs("random", priors, settings.num_classes, gt_boxes, gt_labels)
+
+    def ours() -> Tensor:
+        return background_loss(conf)
+
+    def peer() -> Tensor:
+        return -torch.nn.functional.log_softmax(conf, dim=-1)[..., 0]
+
+    def check() -> None:
+        torch.testing.assert_close(ours(), peer(), rtol=2e-6, atol=2e-6)
 
     return Case(ours, peer, check, items=settings.batch)
 
@@ -493,6 +511,13 @@ def _no_trained_model() -> str | None:
 
 ROWS: list[Row] = [
     *_hot_path_rows("cpu"),
+    Row(
+        "cpu-background-loss",
+        "cpu",
+        f"loss.background_loss, the ranking of the negatives: -log p0 ({_SHAPE})",
+        "-F.log_softmax(conf, -1)[..., 0] over the batch, as compute_loss ranks",
+        _background_loss_case,
+    ),
     Row(
         "cpu-postprocess-tiny-model",
         "cpu",
