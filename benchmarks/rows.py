@@ -167,7 +167,7 @@ def _loss_case(settings: Settings, device: str, backward: bool) -> Case:
 
 
 def _background_loss_case(settings: Settings, device: str) -> Case:
-    """The ranking of the negatives alone: what half of the loss row's time goes to."""
+    """The ranking of the negatives alone: about 40% of the targets-loss row's forward."""
     priors, _ = _priors_and_anchors(device)
     gt_boxes, gt_labels = ground_truth(settings.batch, settings.num_classes, settings.seed)
     _, conf = raw_outputs("random", priors, settings.num_classes, gt_boxes, gt_labels)
