@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
           --nbval-cell-timeout 900 -p no:cacheprovider
 
-.PHONY: venv lab test lint format pytest nbval notebooks bench checkpoint test-ui clean
+.PHONY: venv lab test lint format pytest nbval notebooks bench checkpoint checkpoint-ssd300 \
+        gpu-check gpu-wheels test-ui clean
 
 venv: $(STAMP)
 
@@ -58,6 +59,27 @@ checkpoint: venv
 	$(BIN)/python -m ssdlib train --preset cpu-tiny --dataset shapes --max-minutes 15 \
 	  --seed 0 --out runs/cpu-tiny --overwrite
 	$(BIN)/python -m ssdlib export --checkpoint runs/cpu-tiny/best.pt --out data/cpu_tiny_shapes.pt
+
+## The shipped SSD300 (8732 default boxes, an eighth of VGG16's width): seeded, 3000 steps,
+## about an hour on 2 CPU cores.
+checkpoint-ssd300: venv
+	$(BIN)/python -m ssdlib train --preset ssd300-cpu --dataset shapes --seed 0 \
+	  --out runs/ssd300-cpu --overwrite
+	$(BIN)/python -m ssdlib export --checkpoint runs/ssd300-cpu/best.pt \
+	  --out data/ssd300_cpu_shapes.pt
+
+## The one prepared GPU check (on a CUDA machine; no venv, the machine's own torch): the
+## ssd300-gpu preset for its 5 minutes, the 500 val images, the GPU bench rows; within 9 minutes.
+GPU_OUT    ?= gpu-check
+GPU_WHEELS ?= gpu-wheels
+gpu-check:
+	$(PYTHON) -m benchmarks.gpu_check --out $(GPU_OUT) --wheels $(GPU_WHEELS)
+
+## Wheels for what the GPU machine may lack (Python 3.12, x86_64), fetched here from the index.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) numpy pillow tqdm matplotlib pycocotools
 
 ## JupyterLab in headless Chromium: runs notebook 02 and moves a slider.
 test-ui: venv

@@ -41,7 +41,7 @@ from .evaluate import evaluate
 from .loss import NEG_POS_RATIO, MultiBoxLoss
 from .matching import IOU_THRESHOLD, assign_targets
 from .model import SSD, build_ssd, config_from_dict, config_to_dict
-from .priors import SSD300_VOC, SSD512_VOC, PriorConfig, config_from_scales
+from .priors import SSD300_COCO, SSD300_VOC, SSD512_VOC, PriorConfig, config_from_scales
 from .utils import atomic_save, default_device, seed_everything
 
 CHECKPOINT_FORMAT = "ssdlib-training-checkpoint/1"  # vs "ssdlib-checkpoint", a model file
@@ -91,9 +91,10 @@ class TrainConfig:
     # Speed.
     amp: str = "auto"  # "auto": bf16 on CUDA with bf16 (else fp16 + GradScaler), off on CPU;
     # or "off", "bf16", "fp16"
-    channels_last: bool = True  # NHWC memory layout on CUDA (faster convs); ignored on CPU
+    channels_last: bool = False  # NHWC memory layout, on any device: faster convs on CUDA (the
+    # GPU presets turn it on); the CPU presets leave it off
     compile: bool = False  # torch.compile the network (slow first steps, faster later)
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes; they live for the whole run
     assign_in_workers: bool = False  # match in the DataLoader workers, not on the device:
     # no gain measured on the CPU (see _train), and slower than a GPU's matching
     # Evaluation, logging, checkpoints.
@@ -182,6 +183,54 @@ PRESETS: dict[str, TrainConfig] = {
         log_every=10,
         checkpoint_every=200,
     ),
+    # SSD300 itself on 2 CPU cores: 300-pixel input, the six source maps 38/19/10/5/3/1 and
+    # all 8732 default boxes, in COCO's sizes (21 px up: the shapes are as small as COCO's
+    # objects, §3.4). The same layers at an eighth of VGG16's channels with BatchNorm, and
+    # cpu-tiny's optimiser and light augmentation. A step budget, not minutes, so the shipped
+    # model (`make checkpoint-ssd300`, about an hour) is the same whatever else the machine does.
+    "ssd300-cpu": TrainConfig(
+        name="ssd300-cpu",
+        priors=SSD300_COCO,
+        width=0.125,
+        batch_norm=True,
+        augment="light",
+        optimizer="adamw",
+        lr=4e-3,
+        weight_decay=0.05,
+        warmup_steps=100,
+        schedule="cosine",
+        batch_size=16,
+        max_steps=3000,
+        num_workers=1,  # draws the next batch while the step runs
+        eval_every=250,
+        eval_images=200,
+        log_every=10,
+        checkpoint_every=250,
+    ),
+    # The full-width SSD300 on one GPU in five minutes from scratch (lesson 8, `make gpu-check`):
+    # BatchNorm and AdamW so it trains from random weights at a high learning rate, a short
+    # warmup and a cosine that ends with the clock, bf16 and channels-last, and loader
+    # processes that live for the whole run. SSD's augmentation, as on VOC and COCO.
+    "ssd300-gpu": TrainConfig(
+        name="ssd300-gpu",
+        priors=SSD300_COCO,
+        batch_norm=True,
+        augment="ssd",
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_steps=300,
+        schedule="cosine",
+        batch_size=32,
+        max_minutes=5.0,
+        amp="auto",
+        channels_last=True,
+        num_workers=14,  # a 16-core GPU machine, less the main process and one to spare
+        eval_every=1500,
+        eval_images=250,
+        log_every=20,
+        checkpoint_every=1000,
+    ),
     # The paper's SSD300 (§3): VGG16 at full width, SGD 1e-3, momentum 0.9, weight decay 5e-4,
     # batch 32, lr ×0.1 after 40k and 50k of 60k iterations. The warmup is torchvision's
     # recipe (the paper starts from ImageNet weights, which nothing here downloads).
@@ -190,6 +239,7 @@ PRESETS: dict[str, TrainConfig] = {
         priors=SSD300_VOC,
         max_steps=60_000,
         warmup_steps=1000,
+        channels_last=True,
         eval_every=5000,
         eval_images=None,
         log_every=50,
@@ -201,6 +251,7 @@ PRESETS: dict[str, TrainConfig] = {
         priors=SSD512_VOC,
         max_steps=60_000,
         warmup_steps=1000,
+        channels_last=True,
         eval_every=5000,
         log_every=50,
         checkpoint_every=1000,
@@ -273,6 +324,43 @@ def epoch_batches(
         mine = order[b * batch_size + rank * share : b * batch_size + (rank + 1) * share]
         batches.append([(epoch, i) for i in mine])
     return batches
+
+
+class RunBatches:
+    """The batch sampler of a whole run: :func:`epoch_batches` of epoch ``epoch`` from batch
+    ``start`` on, then of every following epoch, without end.
+
+    One DataLoader iterates it once, so its worker processes live for the whole run instead of
+    starting again every epoch; the batches are the same as epoch by epoch.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        epoch: int = 0,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        per_epoch = num_samples // batch_size
+        if not 0 <= start < per_epoch:
+            raise ValueError(
+                f"batch {start} of an epoch of {per_epoch} batches ({num_samples} images, batch "
+                f"{batch_size}) does not exist: was the run started on a larger training set?"
+            )
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.epoch, self.start, self.rank, self.world_size = epoch, start, rank, world_size
+
+    def __iter__(self):
+        epoch, start = self.epoch, self.start
+        while True:
+            yield from epoch_batches(
+                self.num_samples, self.batch_size, self.seed, epoch, self.rank, self.world_size,
+                start,
+            )  # fmt: skip
+            epoch, start = epoch + 1, 0
 
 
 class SeededSamples(Dataset):
@@ -555,6 +643,7 @@ class RunState:
     loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loc, conf, steps
     # since the last row: a row's losses are means over its steps
     best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"}: best.pt
+    train_images: int = 0  # the training set's size: a resume needs the same (0: not recorded)
 
 
 class _Run:
@@ -580,7 +669,7 @@ class _Run:
                 f"and the dataset's {len(class_names)} classes"
             )
         self.model = model.to(device)
-        self.channels_last = device.type == "cuda" and config.channels_last
+        self.channels_last = config.channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = _make_optimizer(self.model, config)
@@ -759,6 +848,12 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
     if resume:
         run.restore(out_dir / LAST, class_names)
     s = run.state  # where we are: updated in place below
+    if resume and s.train_images not in (0, len(train_set)):
+        raise ValueError(
+            f"{out_dir / LAST} was trained on {s.train_images} images, this training set has "
+            f"{len(train_set)}: resume needs the same data (its order follows from the size)"
+        )
+    s.train_images = len(train_set)
     net = run.wrap()
     device, priors, size = d.device, run.model.priors, config.priors.image_size  # (P, 4) priors
     # Matching runs in the main process on the training device (assign_in_workers=False): on
@@ -809,23 +904,18 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
     last_row_time, last_row_step = start, s.step
     stopped_by = stop_reason()  # a finished run, resumed with the same budget, stays finished
     run.model.train()
-    while not stopped_by:
-        batches = epoch_batches(
-            len(train_set),
-            config.batch_size,
-            config.seed,
-            s.epoch,
-            d.rank,
-            d.world_size,
-            s.batch_in_epoch,
-        )
-        loader = DataLoader(
-            samples,
-            batch_sampler=batches,
-            collate_fn=collate_fn,
-            num_workers=config.num_workers,
-            pin_memory=device.type == "cuda",
-        )
+    batches = RunBatches(
+        len(train_set), config.batch_size, config.seed, s.epoch, s.batch_in_epoch, d.rank,
+        d.world_size,
+    )  # fmt: skip
+    loader = DataLoader(
+        samples,
+        batch_sampler=batches,
+        collate_fn=collate_fn,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    if not stopped_by:
         for images, targets, loc_targets, labels in loader:
             # The batch and its targets, then one step.
             images = images.to(device, non_blocking=True)

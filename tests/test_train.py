@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import socket
+import signal
 import sys
 import types
 
@@ -27,6 +28,7 @@ from ssdlib.train import (
     METRIC_COLUMNS,
     PRESETS,
     NonFiniteLossError,
+    RunBatches,
     SeededSamples,
     TrainConfig,
     epoch_batches,
@@ -71,7 +73,7 @@ def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"cpu-tiny", "ssd300", "ssd512"}
+    assert set(PRESETS) == {"cpu-tiny", "ssd300-cpu", "ssd300-gpu", "ssd300", "ssd512"}
     ssd300 = preset("ssd300")
     assert (ssd300.optimizer, ssd300.lr, ssd300.momentum, ssd300.weight_decay) == (
         "sgd", 1e-3, 0.9, 5e-4,
@@ -117,6 +119,26 @@ def test_data_order_is_a_function_of_seed_and_epoch():
     r0 = epoch_batches(20, 8, seed=0, epoch=3, rank=0, world_size=2)
     r1 = epoch_batches(20, 8, seed=0, epoch=3, rank=1, world_size=2)
     assert [x + y for x, y in zip(r0, r1, strict=True)] == full
+
+
+def test_the_ssd300_presets_have_ssd300s_geometry():
+    """The CPU and GPU SSD300 presets keep all 8732 default boxes on the six maps of SSD300."""
+    for name in ("ssd300-cpu", "ssd300-gpu"):
+        cfg = preset(name)
+        assert cfg.priors.image_size == 300 and cfg.priors.num_priors == 8732
+        assert tuple(cfg.priors.feature_maps) == (38, 19, 10, 5, 3, 1) and cfg.batch_norm
+    assert preset("ssd300-cpu").max_steps and preset("ssd300-cpu").max_minutes is None  # seeded
+    assert preset("ssd300-gpu").width == 1.0 and preset("ssd300-gpu").max_minutes == 5.0
+
+
+def test_run_batches_are_the_epochs_batches_one_after_another():
+    run = iter(RunBatches(20, 8, seed=0, epoch=3, start=1))
+    expected = epoch_batches(20, 8, 0, 3, start=1) + epoch_batches(20, 8, 0, 4)
+    assert [next(run) for _ in range(3)] == expected
+    shares = [iter(RunBatches(20, 8, 0, rank=r, world_size=2)) for r in (0, 1)]
+    assert [next(shares[0]) + next(shares[1]) for _ in range(2)] == epoch_batches(20, 8, 0, 0)
+    with pytest.raises(ValueError, match="batch 2 of an epoch of 2 batches"):
+        RunBatches(20, 8, seed=0, start=2)
 
 
 def test_augmentation_depends_only_on_seed_epoch_index():
@@ -242,6 +264,50 @@ def test_workers_and_matching_in_workers_change_nothing():
     workers = dataclasses.replace(cfg, num_workers=1, assign_in_workers=True)
     in_workers = train(workers, tiny_data(), progress=False)
     assert [r["loss"] for r in inline.history] == [r["loss"] for r in in_workers.history]
+
+
+def test_resume_on_a_smaller_training_set_fails_at_once(tmp_path):
+    """It used to spin forever: the checkpoint's batch 3 of the epoch did not exist any more."""
+    cfg = dataclasses.replace(TINY, max_steps=3, batch_size=2)  # 4 batches per epoch of 8
+    train(cfg, tiny_data(8), out_dir=tmp_path, progress=False)
+    cfg = dataclasses.replace(cfg, max_steps=6)
+
+    def hung(signum, frame):
+        raise TimeoutError("resume on a smaller training set still spins")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)  # a hang fails the test instead of the whole run
+    try:
+        with pytest.raises(ValueError, match="trained on 8 images, this training set has 4"):
+            train(cfg, tiny_data(4), out_dir=tmp_path, resume=True, progress=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_gpu_recipe_runs_on_the_cpu_with_all_but_cuda(monkeypatch):
+    """ssd300-gpu's own configuration for a few steps, with what does not need CUDA switched
+    on: bf16 autocast, channels-last weights, loader processes that live across epochs."""
+    loaders = []
+
+    class CountingLoader(train_module.DataLoader):
+        def __iter__(self):
+            loaders.append(self.num_workers)
+            return super().__iter__()
+
+    monkeypatch.setattr(train_module, "DataLoader", CountingLoader)
+    cfg = preset(
+        "ssd300-gpu", width=0.0625, batch_size=2, max_steps=5, max_minutes=None, num_workers=2,
+        eval_every=0, log_every=1,
+    )  # fmt: skip
+    assert cfg.amp == "auto" and cfg.channels_last and cfg.augment == "ssd"
+    cfg = dataclasses.replace(cfg, amp="bf16")  # "auto" means bf16 on CUDA, off on the CPU
+    data = ShapesDataset(4, 300, seed=1, transforms=train_transform(300))  # 2 steps per epoch
+    result = train(cfg, data, progress=False, device="cpu")
+    assert result.step == 5 and all(math.isfinite(r["loss"]) for r in result.history)
+    assert loaders == [2]  # one loader for 2.5 epochs: its workers were never restarted
+    conv = next(m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_resume_refuses_another_config(tmp_path):
