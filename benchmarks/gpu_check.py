@@ -1,4 +1,4 @@
-"""``python -m benchmarks.gpu_check``: the one prepared check of the GPU recipe (``make gpu-check``).
+"""``python -m benchmarks.gpu_check``: the one prepared check of the GPU recipe (make gpu-check).
 
     python3 -m benchmarks.gpu_check --out gpu-out --wheels gpu-wheels   # on a CUDA machine
     python -m benchmarks.gpu_check --out /tmp/dry --dry-run              # the same code, CPU
@@ -163,8 +163,9 @@ def summary(report: dict) -> str:
     """The short markdown the README's GPU section takes its numbers from."""
     t = report["training"]
     v = report["versions"]
+    dry = " (dry run on the CPU: the numbers mean nothing)" if report["dry_run"] else ""
     lines = [
-        "# GPU check" + (" (dry run on the CPU: the numbers mean nothing)" if report["dry_run"] else ""),
+        "# GPU check" + dry,
         "",
         f"- machine: {v['gpu'] or 'no GPU'}, {v['cpu_cores']} cores; Python {v['python']}, "
         f"torch {v['torch']}, torchvision {v['torchvision']}; installed from wheels: "

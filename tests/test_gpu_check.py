@@ -33,7 +33,8 @@ def _wheel(folder, name: str) -> None:
     with zipfile.ZipFile(folder / f"{name}-1.0-py3-none-any.whl", "w") as whl:
         whl.writestr(f"{name}/__init__.py", "ANSWER = 42\n")
         whl.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-        whl.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel = "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        whl.writestr(f"{dist}/WHEEL", wheel)
         whl.writestr(f"{dist}/RECORD", "")
 
 

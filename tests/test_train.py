@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import socket
 import signal
+import socket
 import sys
 import types
 
