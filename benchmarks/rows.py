@@ -45,6 +45,7 @@ LOSS_RTOL = 1e-4  # float32 sums over thousands of boxes, in a different order o
 EVAL_IMAGES = 100  # images in the COCO mAP row (pycocotools' time grows with detections)
 EVAL_DETECTIONS = 100  # detections per image there: COCO's maxDets
 SLIM_BATCH = 16  # the cpu-tiny preset's batch size
+LOADER_MIN_RATE = 150  # images/s per loader process: 14 of them must feed ≥ 2000 images/s to a GPU
 GPU_WARMUP = 5  # cuDNN tries its algorithms on the first calls of each shape
 SGD = {"lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4}  # the paper's optimiser (§3)
 
@@ -81,6 +82,7 @@ class Row:
     peer_name: str  # what the peer is ("" for none)
     build: Callable[[Settings, str], Case]  # (settings, device) -> the case
     target: float | None = None  # the speed-up over the peer that issue 3 asks for
+    min_rate: float | None = None  # for rows without a peer: the images/s an issue asks for
     throughput: bool = False  # report images/s rather than ms per call
     latency: bool = False  # one synchronised call per sample (else calls back to back)
     warmup: int = 2  # untimed calls per side first
@@ -369,6 +371,66 @@ def _slim_detect_case(batch: int) -> Callable[[Settings, str], Case]:
     return build
 
 
+def _loader_case(preset_name: str) -> Callable[[Settings, str], Case]:
+    """One batch of a preset's training data as one DataLoader process makes it: draw the shapes
+    at the preset's size, augment each (seeded as in training), collate; one torch thread, as
+    DataLoader gives each worker. The run's batches in order, so each call is a new batch."""
+
+    def build(settings: Settings, device: str) -> Case:
+        from ssdlib.cli import SHAPES_DATA_SEED, SHAPES_TRAIN_IMAGES
+        from ssdlib.data import ShapesDataset, augmentation
+        from ssdlib.data.loader import collate
+        from ssdlib.train import RunBatches, SeededSamples, preset
+
+        cfg = preset(preset_name)
+        size = cfg.priors.image_size
+        data = ShapesDataset(
+            SHAPES_TRAIN_IMAGES, size, SHAPES_DATA_SEED, "train",
+            transforms=augmentation(cfg.augment, size),
+        )  # fmt: skip
+        samples = SeededSamples(data, cfg.seed)
+        batches = iter(RunBatches(len(data), cfg.batch_size, cfg.seed))
+
+        def ours() -> None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                collate([samples[item] for item in next(batches)])
+            finally:
+                torch.set_num_threads(threads)
+
+        return Case(ours, None, items=cfg.batch_size)
+
+    return build
+
+
+def _ssd300_cpu_train_case(settings: Settings, device: str) -> Case:
+    """One AdamW step of the ssd300-cpu preset (targets, forward, loss, backward, step)."""
+    from ssdlib.data.shapes import CLASSES
+    from ssdlib.model import build_ssd
+    from ssdlib.train import preset
+
+    cfg = preset("ssd300-cpu")
+    torch.manual_seed(0)
+    model = build_ssd(cfg.priors, len(CLASSES), cfg.width, cfg.batch_norm).to(device)
+    images, targets = _shapes_batch(cfg.batch_size, cfg.priors.image_size, device)
+    boxes = [t["boxes"] / cfg.priors.image_size for t in targets]
+    labels = [t["labels"] for t in targets]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    criterion = MultiBoxLoss(cfg.neg_pos_ratio)
+    model.train()
+
+    def ours() -> None:
+        loc_targets, gt_labels = assign_targets(boxes, labels, model.priors, cfg.match_iou)
+        loc, conf = model(images)
+        loc_loss, conf_loss = criterion(loc, conf, loc_targets, gt_labels)
+        optimizer.zero_grad(set_to_none=True)
+        (loc_loss + conf_loss).backward()
+        optimizer.step()
+
+    return Case(ours, None, items=cfg.batch_size)
+
+
 # -- SSD300 on a GPU ---------------------------------------------------------------------------
 
 
@@ -562,6 +624,31 @@ ROWS: list[Row] = [
         throughput=True,
         needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
     ),
+    Row(
+        "cpu-train-step-ssd300-cpu",
+        "cpu",
+        "ssd300-cpu preset (8732 default boxes, 1/8 width), one AdamW step on 16 shapes images",
+        "",
+        _ssd300_cpu_train_case,
+        throughput=True,
+        needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
+    ),
+    *[
+        Row(
+            f"cpu-loader-{name}",
+            "cpu",
+            f"{name} preset's training data ({what}), images/s of one loader process",
+            "",
+            _loader_case(name),
+            throughput=True,
+            min_rate=rate,
+            needs=lambda: _missing_modules("ssdlib.train", "ssdlib.data"),
+        )
+        for name, what, rate in (
+            ("ssd300-gpu", "shapes at 300 px, SSD's augmentation", LOADER_MIN_RATE),
+            ("ssd300-cpu", "shapes at 300 px, light augmentation", None),
+        )
+    ],
     *_hot_path_rows("cuda"),
     *[
         Row(

@@ -63,6 +63,7 @@ def run_row(
     """
     device = device or row.device
     result: dict = {"name": row.name, "device": device, "what": row.what, "target": row.target}
+    result["min_rate"] = row.min_rate
     result["peer_name"] = row.peer_name
     reason = row.unavailable(device)
     if reason:
@@ -141,6 +142,9 @@ def markdown(results: list[dict], machine: dict, repeats: int, settings: Setting
         speedup = f"{r['speedup']:.2f}×" if "speedup" in r else ""
         if target and "speedup" in r:
             target += " ✓" if r["speedup"] >= r["target"] else " ✗"
+        if r.get("min_rate"):
+            rate = r["items"] / r["ours"]["median_s"]
+            target = f"≥ {r['min_rate']:g} img/s " + ("✓" if rate >= r["min_rate"] else "✗")
         lines.append(
             f"| {r['name']} | {r['what']} | {_fmt_side(r, 'ours')} | {_fmt_side(r, 'peer')} | "
             f"{r['peer_name'] or '—'} | {speedup} | {target} |"

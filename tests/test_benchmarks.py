@@ -41,3 +41,19 @@ def test_a_check_that_fails_is_reported_not_timed(monkeypatch):
     monkeypatch.setattr(rows, "background_loss", lambda conf: torch.zeros(conf.shape[:2]))
     result = run_row(row, SMALL, repeats=3, warmup=1)
     assert result["status"] == "error" and "speedup" not in result
+
+
+def test_a_row_with_a_rate_target_says_whether_it_is_met():
+    from benchmarks.run import markdown
+    from benchmarks.timing import machine_info
+
+    row = {
+        "name": "cpu-loader-x", "what": "w", "target": None, "min_rate": 150, "peer_name": "",
+        "status": "ok", "items": 32, "throughput": True,
+        "ours": {"median_s": 0.4, "spread": 0.0, "peak_bytes": None},
+    }  # fmt: skip
+    machine = machine_info() | {"load_average": [0, 0, 0]}
+    slow = markdown([row], machine, 3, SMALL)
+    assert "80.0 img/s" in slow and "≥ 150 img/s ✗" in slow
+    fast = markdown([row | {"ours": row["ours"] | {"median_s": 0.2}}], machine, 3, SMALL)
+    assert "≥ 150 img/s ✓" in fast
