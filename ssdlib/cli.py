@@ -281,7 +281,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt)
-    extra = {"step": ckpt["step"], "preset": ckpt["config"]["name"], "best": ckpt["state"]["best"]}
+    extra = {
+        "step": ckpt["step"],
+        "preset": ckpt["config"]["name"],
+        "best": ckpt["state"]["best"],
+        "history": ckpt["state"]["history"],  # metrics.csv's rows: the run's curves travel along
+    }
     path = save_model(model, args.out, extra=extra)  # fp32: the model file stays exact
     _print_json(
         {

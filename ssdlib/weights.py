@@ -369,21 +369,32 @@ def load_weights(model: SSD, path: str | os.PathLike) -> SSD:
     return model
 
 
-# -- The shipped model ---------------------------------------------------------------------------
+# -- The shipped models --------------------------------------------------------------------------
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "data" / "cpu_tiny_shapes.pt"
 # the cpu-tiny preset trained on ShapesDataset by `make checkpoint`; the concept notebooks show
 # its matches, hard negatives and detections without training
+SHIPPED_SSD300 = SHIPPED_MODEL.with_name("ssd300_cpu_shapes.pt")
+# the ssd300-cpu preset (SSD300's 8732 default boxes at an eighth of VGG16's width) trained on
+# ShapesDataset by `make checkpoint-ssd300`; lesson 8 evaluates it
+_HOW_TO_MAKE = {  # preset -> how a clone of the repository makes its shipped model again
+    "cpu-tiny": "`make checkpoint` trains it again (15 minutes on 2 CPU cores)",
+    "ssd300-cpu": "`make checkpoint-ssd300` trains it again (about an hour on 2 CPU cores)",
+}
 
 
-def load_shipped_model(map_location: str | torch.device = "cpu") -> SSD:
-    """The repository's trained cpu-tiny model (:data:`SHIPPED_MODEL`), in eval mode.
+def load_shipped_model(map_location: str | torch.device = "cpu", preset: str = "cpu-tiny") -> SSD:
+    """A trained model the repository ships, in eval mode: ``"cpu-tiny"`` (:data:`SHIPPED_MODEL`)
+    or ``"ssd300-cpu"`` (:data:`SHIPPED_SSD300`).
 
     Raises FileNotFoundError saying how to make it if the file is missing (an installed copy of
     ssdlib has no ``data/`` beside it).
     """
-    if not SHIPPED_MODEL.is_file():
+    if preset not in _HOW_TO_MAKE:
+        raise ValueError(f"no shipped model of preset {preset!r}; there are {sorted(_HOW_TO_MAKE)}")
+    path = SHIPPED_MODEL if preset == "cpu-tiny" else SHIPPED_SSD300
+    if not path.is_file():
         raise FileNotFoundError(
-            f"the shipped model {SHIPPED_MODEL} is missing: in a clone of the repository, "
-            "`make checkpoint` trains it again (15 minutes on 2 CPU cores)"
+            f"the shipped model {path} is missing: in a clone of the repository, "
+            f"{_HOW_TO_MAKE[preset]}"
         )
-    return load_model(SHIPPED_MODEL, map_location)
+    return load_model(path, map_location)

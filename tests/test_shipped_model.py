@@ -1,5 +1,6 @@
-"""The trained model the repository ships (``data/cpu_tiny_shapes.pt``, made by ``make
-checkpoint``): it loads, and its mAP on the shapes val split is the one the README states."""
+"""The trained models the repository ships (``data/cpu_tiny_shapes.pt``, made by ``make
+checkpoint``; ``data/ssd300_cpu_shapes.pt``, made by ``make checkpoint-ssd300``): they load, and
+their mAP on the shapes val split is the one the README states."""
 
 from __future__ import annotations
 
@@ -49,3 +50,29 @@ def test_a_missing_shipped_model_says_how_to_make_it(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "SHIPPED_MODEL", tmp_path / "gone.pt")
     with pytest.raises(FileNotFoundError, match="make checkpoint"):
         weights.load_shipped_model()
+    monkeypatch.setattr(weights, "SHIPPED_SSD300", tmp_path / "gone.pt")
+    with pytest.raises(FileNotFoundError, match="make checkpoint-ssd300"):
+        weights.load_shipped_model(preset="ssd300-cpu")
+    with pytest.raises(ValueError, match="no shipped model of preset 'ssd512'"):
+        weights.load_shipped_model(preset="ssd512")
+
+
+def test_the_shipped_ssd300_is_small_and_has_all_8732_default_boxes():
+    assert weights.SHIPPED_SSD300.is_file(), "make checkpoint-ssd300 writes it"
+    assert weights.SHIPPED_SSD300.stat().st_size <= MAX_MEGABYTES * 2**20
+    model = weights.load_shipped_model(preset="ssd300-cpu")
+    ssd300 = PRESETS["ssd300-cpu"]
+    assert model.cfg == ssd300.priors and model.num_priors == 8732
+    assert model.width == ssd300.width and model.batch_norm and not model.training
+    extra = weights.read_checkpoint(weights.SHIPPED_SSD300)["extra"]
+    assert extra["preset"] == "ssd300-cpu" and extra["step"] == ssd300.max_steps
+    assert [r["step"] for r in extra["history"] if "val_map_50" in r][-1] == ssd300.max_steps
+
+
+@pytest.mark.slow
+def test_the_shipped_ssd300s_map_is_the_readmes():
+    model = weights.load_shipped_model(preset="ssd300-cpu")
+    val = ShapesDataset(SHAPES_VAL_IMAGES, 300, SHAPES_DATA_SEED, "val")  # as `ssdlib evaluate`
+    metrics = evaluate(model, val, progress=False)
+    assert metrics["map_50"] == pytest.approx(readme_number("ssd300-map50"), abs=MAP_TOLERANCE)
+    assert metrics["map"] == pytest.approx(readme_number("ssd300-map"), abs=MAP_TOLERANCE)
