@@ -159,7 +159,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["priors"] = SSD300_COCO  # COCO's smaller objects get smaller boxes (§3.4)
     if args.epochs or args.max_minutes or args.max_steps:  # replaces the preset's budget
         overrides.update(epochs=args.epochs, max_minutes=args.max_minutes, max_steps=args.max_steps)
-    for key in ("batch_size", "width", "lr", "eval_every", "num_workers", "augment"):
+    for key in (
+        "batch_size", "width", "lr", "eval_every", "num_workers", "augment", "warmup_steps",
+        "grad_clip", "amp", "checkpoint_every",
+    ):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -220,16 +223,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from .data.common import read_image, tensor_to_uint8
 
     device = torch.device(args.device) if args.device else _default_device()
-    model = load_any_model(args.checkpoint, device)
     out_dir = Path(args.out)
+    targets = detection_outputs([Path(p) for p in args.images], out_dir, args.overwrite)
+    model = load_any_model(args.checkpoint, device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = []
-    for path in map(Path, args.images):
-        image = read_image(path)  # (3, H, W) in [0, 1]; a clear error for a missing file
+    report, failed = [], []
+    for path, target in targets.items():
+        try:
+            image = read_image(path)  # (3, H, W) in [0, 1]; a clear error for a bad file
+        except (OSError, ValueError) as err:  # one bad file does not lose the others
+            failed.append(path)
+            report.append({"image": str(path), "error": " ".join(str(err).split())})
+            continue
         det = model.detect([image], score_threshold=args.score_threshold)[0]
         picture = draw_detections(Image.fromarray(tensor_to_uint8(image)), det, model.class_names)
-        target = out_dir / f"{path.stem}.png"
-        picture.save(target)
+        atomic_write_image(picture, target)
         report.append(
             {
                 "image": str(path),
@@ -242,7 +250,46 @@ def cmd_detect(args: argparse.Namespace) -> int:
             }
         )  # fmt: skip
     _print_json(report)
+    if failed:
+        names = ", ".join(str(p) for p in failed)
+        print(f"detect: {len(failed)} of {len(targets)} images could not be read: {names}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
     return 0
+
+
+def detection_outputs(images: list[Path], out_dir: Path, overwrite: bool) -> dict[Path, Path]:
+    """Each input image's drawn copy in ``out_dir``: ``NAME.png``, or ``NAME_EXT.png`` where two
+    inputs share a name. Refuses to replace an input, a file twice, or (without ``overwrite``)
+    an existing file."""
+    stems = [p.stem for p in images]
+    outputs: dict[Path, Path] = {}
+    for path in images:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; detect takes image files (e.g. {path}/*.jpg)")
+        shared = stems.count(path.stem) > 1
+        name = f"{path.stem}_{path.suffix.lstrip('.')}.png" if shared else f"{path.stem}.png"
+        target = out_dir / name
+        if target in outputs.values():
+            raise ValueError(f"{path} is given twice")
+        if target.exists() and target.resolve() in {p.resolve() for p in images if p.exists()}:
+            raise ValueError(
+                f"{target} is one of the input images: choose another --out than its folder"
+            )
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+        outputs[path] = target
+    return outputs
+
+
+def atomic_write_image(picture, path: Path) -> None:
+    """Save a PIL image as PNG through a temporary file, so a crash leaves no half-written one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 LABEL_COLORS = (  # tab10, as the notebooks' figures
@@ -279,6 +326,15 @@ def draw_detections(image, detections: dict[str, torch.Tensor], class_names: Seq
 def cmd_export(args: argparse.Namespace) -> int:
     from .weights import save_model
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(
+            f"--out {out} is a folder; give the model file's path, e.g. {out}/model.pt"
+        )
+    if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
+        raise ValueError(f"--out {out} is the checkpoint being exported; choose another path")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt)
     extra = {
@@ -306,6 +362,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1, got {text}")
     return value
 
 
@@ -337,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--max-minutes", type=_positive_float)
     budget.add_argument("--max-steps", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, help="global batch (split over GPUs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--width", type=_positive_float, help="override the preset's channel width")
     p.add_argument("--lr", type=_positive_float, help="override the preset's learning rate")
     p.add_argument(
@@ -350,8 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--voc-years", type=lambda s: s.split(","), default=list(VOC_TRAIN_YEARS),
         help="VOC trainval years to train on, comma-separated (default 2007,2012)",
     )  # fmt: skip
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="start again even if --out has a run")
+    p.add_argument("--warmup-steps", type=int, help="override the preset's warmup")
+    p.add_argument("--grad-clip", type=_positive_float, help="clip the gradient norm to this")
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision")
+    p.add_argument("--checkpoint-every", type=_positive_int, help="steps between last.pt writes")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in --out")
+    start.add_argument(
+        "--overwrite", action="store_true", help="start again even if --out has a run"
+    )
     p.add_argument("--out", required=True, help="run directory: last.pt, best.pt, metrics.csv")
     p.set_defaults(func=cmd_train)
 
@@ -369,11 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="detections", help="folder for the drawn images")
     p.add_argument("--score-threshold", type=float, default=DETECT_SCORE_THRESHOLD)
     p.add_argument("--device", help="cpu, cuda ... (default: CUDA if present)")
+    p.add_argument("--overwrite", action="store_true", help="replace drawn images in --out")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("export", help="training checkpoint -> small model file (save_model)")
     p.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pt)")
     p.add_argument("--out", required=True, help="the model file to write, e.g. data/model.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_export)
     return parser
 
@@ -381,7 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    traceback = "--traceback" in argv  # anywhere on the line, before or after the command
+    args = parser.parse_args([a for a in argv if a != "--traceback"])
+    args.traceback = traceback
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -23,6 +23,8 @@ import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -747,6 +749,15 @@ class _Run:
         if self.out_dir is None or not self.d.is_main:
             return
         s = self.state
+        weights = self.model.state_dict()
+        bad = [k for k, v in weights.items() if isinstance(v, Tensor) and not v.isfinite().all()]
+        if bad:  # a checkpoint never holds inf or nan: the file keeps its last finite weights
+            raise NonFiniteLossError(
+                f"step {s.step}: {len(bad)} of the network's {len(weights)} tensors hold inf or "
+                f"nan (the first: {bad[0]}), so {self.out_dir / name} was not written. Try a "
+                f"lower learning rate (lr={self.config.lr:g}) or gradient clipping "
+                f"(grad_clip={self.config.grad_clip})"
+            )
         atomic_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -810,13 +821,19 @@ def train(
     """
     d = _setup_distributed(device)
     try:
-        return _train(config, train_set, val_set, out_dir, resume, overwrite, d, progress, model)
+        with _DeferredInterrupts() as interrupts:
+            return _train(
+                config, train_set, val_set, out_dir, resume, overwrite, d, progress, model,
+                interrupts,
+            )  # fmt: skip
     finally:
         if d.owns_group:
             dist.destroy_process_group()
 
 
-def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, progress, model):
+def _train(
+    config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, progress, model, interrupts
+):
     from tqdm.auto import tqdm
 
     if config.batch_size % d.world_size:
@@ -838,11 +855,17 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to continue")
-    if out_dir is not None and not resume and not overwrite and (out_dir / LAST).exists():
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True contradict each other: choose one")
+    run_files = [n for n in (LAST, BEST, METRICS_FILE) if out_dir and (out_dir / n).exists()]
+    if run_files and not resume and not overwrite:
         raise FileExistsError(
-            f"{out_dir} already holds a run ({LAST}); pass resume=True to continue it, "
-            "overwrite=True to start again, or choose another directory"
+            f"{out_dir} already holds a run ({', '.join(run_files)}); pass resume=True to "
+            "continue it, overwrite=True to start again, or choose another directory"
         )
+    if run_files and overwrite and d.is_main:  # no old weights beside the new run's metrics
+        for name in run_files:
+            (out_dir / name).unlink()
 
     run = _Run(config, class_names, model, d, out_dir)
     if resume:
@@ -957,8 +980,11 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
             if math.isfinite(value) and value > s.best["value"]:
                 s.best = {"metric": config.best_metric, "value": value, "step": s.step}
                 run.save(BEST)
-            if validating or s.step % config.checkpoint_every == 0:
+            if validating or s.step % config.checkpoint_every == 0 or interrupts:
                 run.save(LAST)
+            if interrupts:  # Ctrl-C: stopped after a whole step, with its checkpoint written
+                where = f"; {out_dir / LAST} holds step {s.step}" if out_dir else ""
+                raise KeyboardInterrupt(f"training interrupted{where} (resume=True continues)")
             if stopped_by:
                 break
     bar.close()
@@ -968,6 +994,37 @@ def _train(config, train_set, val_set, out_dir, resume, overwrite, d: _Dist, pro
         run.save(BEST)
     run.model.eval()
     return TrainResult(run.model, s.history, s.step, stopped_by, s.best, out_dir)
+
+
+class _DeferredInterrupts:
+    """Ctrl-C during training: the first one lets the step in progress finish (the loop then
+    saves and stops), a second one stops at once. Only in the main thread, where Python
+    delivers signals; elsewhere it does nothing."""
+
+    def __init__(self) -> None:
+        self.count, self.previous = 0, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            self.close()
+            raise KeyboardInterrupt
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def __enter__(self) -> _DeferredInterrupts:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _metrics_row(

@@ -176,3 +176,67 @@ def test_train_augment_option_reaches_the_config_and_the_data(tmp_path, monkeypa
     assert load_checkpoint(tmp_path / LAST)["config"]["augment"] == "none"
     with pytest.raises(SystemExit):
         main([*argv, "--augment", "crops", "--out", str(tmp_path / "x")])
+
+
+# -- nothing lost ----------------------------------------------------------------------------------
+
+
+def _scene(path, seed: int = 0):
+    image = ShapesDataset(1, 64, seed=seed, split="test")[0][0]
+    Image.fromarray(tensor_to_uint8(image)).save(path)
+    return path
+
+
+def test_detect_never_replaces_an_input_or_an_earlier_output(run_dir, tmp_path, capsys):
+    photo = _scene(tmp_path / "a.png")
+    original = photo.read_bytes()
+    detect = ["detect", "--checkpoint", str(run_dir / LAST)]
+    code, _, err = run(capsys, *detect, str(photo), "--out", str(tmp_path))  # its own folder
+    assert code == 1 and "input images" in one_line_error(err)
+    assert photo.read_bytes() == original
+    # Two inputs with one name get two outputs; an unreadable one is reported, the rest done.
+    (tmp_path / "in").mkdir()
+    other = _scene(tmp_path / "in" / "a.jpg", seed=1)
+    broken = tmp_path / "in" / "b.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, *detect, str(photo), str(other), str(broken), "--out", str(out))
+    assert code == 1 and "1 of 3 images could not be read" in err and str(broken) in err
+    report = json.loads(stdout)
+    assert [r.get("output") for r in report[:2]] == [str(out / "a_png.png"), str(out / "a_jpg.png")]
+    assert "error" in report[2] and (out / "a_png.png").exists() and (out / "a_jpg.png").exists()
+    # Again into the same folder: refused without --overwrite, done with it.
+    code, _, err = run(capsys, *detect, str(photo), "--out", str(out / "again"))
+    assert code == 0
+    code, _, err = run(capsys, *detect, str(photo), "--out", str(out / "again"))
+    assert code == 1 and "--overwrite" in one_line_error(err)
+    code, _, _ = run(capsys, *detect, str(photo), "--out", str(out / "again"), "--overwrite")
+    assert code == 0
+    code, _, err = run(capsys, *detect, str(tmp_path / "in"), "--out", str(out))
+    assert code == 1 and "is a folder" in one_line_error(err)
+
+
+def test_export_never_replaces_a_file_without_overwrite(run_dir, tmp_path, capsys):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"a model someone made")
+    export = ["export", "--checkpoint", str(run_dir / "best.pt"), "--out"]
+    code, _, err = run(capsys, *export, str(target))
+    assert code == 1 and "--overwrite" in one_line_error(err)
+    assert target.read_bytes() == b"a model someone made"
+    code, _, err = run(capsys, *export, str(run_dir / "best.pt"), "--overwrite")
+    assert code == 1 and "the checkpoint being exported" in one_line_error(err)
+    code, _, _ = run(capsys, *export, str(target), "--overwrite")
+    assert code == 0 and load_model(target) is not None
+
+
+def test_flags_that_used_to_mislead(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*TINY_TRAIN, "--seed", "-1", "--out", str(tmp_path / "s")])
+    assert "from 0 to 2**63 - 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*TINY_TRAIN, "--resume", "--overwrite", "--out", str(tmp_path / "s")])
+    assert "not allowed with argument" in capsys.readouterr().err
+    # --traceback after the command shows the traceback, as before it.
+    with pytest.raises(FileNotFoundError):
+        main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--dataset", "shapes",
+              "--traceback"])  # fmt: skip

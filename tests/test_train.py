@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import socket
 import sys
@@ -406,3 +407,49 @@ def test_two_process_ddp_step_equals_one_process(tmp_path):
     biggest = max(float((v - start[k]).abs().max()) for k, v in params(single.model).items())
     assert biggest > 0.01  # the step did move the weights
     assert ddp["state"]["history"][0]["loss"] == pytest.approx(single.history[0]["loss"], rel=1e-5)
+
+
+# -- nothing lost, nothing silently wrong ------------------------------------------------------
+
+
+class _SigintAtCall(MultiBoxLoss):
+    """MultiBoxLoss that sends this process a Ctrl-C (SIGINT) during its 3rd forward."""
+
+    calls = 0
+
+    def forward(self, *args, **kwargs):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(*args, **kwargs)
+
+
+def test_ctrl_c_finishes_the_step_saves_it_and_the_run_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "MultiBoxLoss", _SigintAtCall)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match="holds step 3"):
+        train(TINY, tiny_data(), out_dir=tmp_path, progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # the user's Ctrl-C is theirs again
+    assert load_checkpoint(tmp_path / LAST)["step"] == 3
+    monkeypatch.setattr(train_module, "MultiBoxLoss", MultiBoxLoss)
+    resumed = train(TINY, tiny_data(), out_dir=tmp_path, resume=True, progress=False)
+    assert resumed.step == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+
+
+def test_no_checkpoint_ever_holds_non_finite_weights(tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=1, lr=math.inf)  # one step makes every weight nan
+    with pytest.raises(NonFiniteLossError, match="was not written"):
+        train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
+    assert not (tmp_path / LAST).exists() and not (tmp_path / BEST).exists()
+
+
+def test_a_folder_with_a_run_is_not_overwritten_without_being_asked(tmp_path):
+    (tmp_path / BEST).write_bytes(b"someone's best model")  # no last.pt beside it
+    cfg = dataclasses.replace(TINY, max_steps=1)
+    with pytest.raises(FileExistsError, match="best.pt"):
+        train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
+    assert (tmp_path / BEST).read_bytes() == b"someone's best model"
+    with pytest.raises(ValueError, match="contradict"):
+        train(cfg, tiny_data(), out_dir=tmp_path, resume=True, overwrite=True, progress=False)
+    train(cfg, tiny_data(), out_dir=tmp_path, overwrite=True, progress=False)
+    assert load_checkpoint(tmp_path / BEST)["step"] == 1  # the old run's files are gone

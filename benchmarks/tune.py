@@ -1,13 +1,14 @@
-"""``python -m benchmarks.tune_cpu_tiny NAME --steps N [--width W] [--lr LR] [--augment A]``:
-one run of the README's cpu-tiny tuning table.
+"""``python -m benchmarks.tune NAME --steps N [--preset P] [--width W] [--lr LR] [--augment A]``:
+one run of the README's tuning tables (the ``cpu-tiny`` and ``ssd300-cpu`` presets).
 
-Trains the cpu-tiny preset with the given changes for a fixed number of steps (the cosine
-schedule spans them), on shapes scenes drawn at 160 px and augmented down to the preset's
-128 px, and prints mAP@0.5 on 300 val images at each quarter of the run. Two runs side by side
-on a 2-core machine: ``--threads 1`` each.
+Trains the preset with the given changes for a fixed number of steps (the cosine schedule spans
+them) and prints mAP@0.5 on 300 val images at each quarter of the run. cpu-tiny's scenes are
+drawn at 160 px and augmented down to its 128 px; ssd300-cpu's are drawn at its 300 px, as
+its shipped run. Two runs side by side on a 2-core machine: ``--threads 1`` each.
 
-    python -m benchmarks.tune_cpu_tiny F --steps 600 --width 0.25 --lr 4e-3 --augment light
-    python -m benchmarks.tune_cpu_tiny G --steps 1800 --width 0.125 --lr 4e-3 --augment light
+    python -m benchmarks.tune F --steps 600 --width 0.25 --lr 4e-3 --augment light
+    python -m benchmarks.tune G --steps 1800 --width 0.125 --lr 4e-3 --augment light
+    python -m benchmarks.tune S2 --preset ssd300-cpu --steps 600 --augment ssd --threads 1
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 from ssdlib.data import AUGMENTATIONS, ShapesDataset, augmentation
 from ssdlib.train import preset, train
 
-RENDER_SIZE = 160  # scenes are drawn a little larger than the input, then resized
+RENDER_SIZE = {"cpu-tiny": 160}  # cpu-tiny's scenes are drawn larger than its input, then
+# resized; other presets draw at their input size
 TRAIN_IMAGES = 100_000  # more than any run sees: every step draws new scenes
 VAL_IMAGES = 300
 
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="the run's label; its files go to --out/NAME")
     parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--preset", default="cpu-tiny", choices=("cpu-tiny", "ssd300-cpu"))
     parser.add_argument("--width", type=float)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     changes = {k: getattr(args, k) for k in ("width", "lr", "batch_size", "augment")}
     config = preset(
-        "cpu-tiny",
+        args.preset,
         max_minutes=None,
         max_steps=args.steps,
         eval_every=max(args.steps // 4, 1),
@@ -49,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         **{k: v for k, v in changes.items() if v is not None},
     )
     size = config.priors.image_size
+    render = RENDER_SIZE.get(args.preset, size)
     train_set = ShapesDataset(
-        TRAIN_IMAGES, RENDER_SIZE, 0, "train", transforms=augmentation(config.augment, size)
+        TRAIN_IMAGES, render, 0, "train", transforms=augmentation(config.augment, size)
     )
     val_set = ShapesDataset(VAL_IMAGES, 300, 0, "val")
     start = time.perf_counter()
