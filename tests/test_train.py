@@ -446,7 +446,7 @@ def test_no_checkpoint_ever_holds_non_finite_weights(tmp_path):
 def test_a_folder_with_a_run_is_not_overwritten_without_being_asked(tmp_path):
     (tmp_path / BEST).write_bytes(b"someone's best model")  # no last.pt beside it
     cfg = dataclasses.replace(TINY, max_steps=1)
-    with pytest.raises(FileExistsError, match="best.pt"):
+    with pytest.raises(FileExistsError, match=r"best\.pt"):
         train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
     assert (tmp_path / BEST).read_bytes() == b"someone's best model"
     with pytest.raises(ValueError, match="contradict"):
