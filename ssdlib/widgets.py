@@ -78,6 +78,14 @@ class Explorer(widgets.VBox):
         layout = [widgets.HBox([controls[name] for name in row]) for row in rows]
         super().__init__(children=[*layout, self.info, self.output])
 
+    def __repr__(self) -> str:
+        # What a reader without a kernel sees under the cell (GitHub, a stored notebook), in
+        # place of ipywidgets' nested repr: one honest line, short enough not to be cut at 110.
+        return (
+            f"Interactive explorer ({len(self.controls)} controls): it needs a kernel, so run "
+            "the lesson in JupyterLab (make lab)"
+        )
+
     def _update(self, **values: Any) -> None:
         """Redraw: ``interactive_output`` calls this with the controls' values."""
         if self.figure is not None:

@@ -70,6 +70,12 @@ def test_default_box_explorer_keeps_the_browser_contract():
     assert isinstance(count, widgets.HTML)
     assert all(s.continuous_update is False for s in sliders(ex))
     assert len(sliders(ex)) == 5  # s_min, s_max, layer, cell x, cell y
+    # Without a kernel a reader sees the text/plain output: one line that says what to do.
+    text = ex._repr_mimebundle_()["text/plain"]
+    assert text == (
+        "Interactive explorer (6 controls): it needs a kernel, so run the lesson in JupyterLab "
+        "(make lab)"
+    )
 
 
 def test_default_box_explorer_starts_at_the_papers_scales_and_count():
