@@ -65,7 +65,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         ``(N, M)`` (or ``(B, N, M)``) IoU in [0, 1]. Equal to ``torchvision.ops.box_iou`` except
         where both boxes have zero area and do not overlap: torchvision returns 0/0 = nan there,
-        this returns 0, so that matching and NMS never see a nan.
+        this returns 0. A nan coordinate gives nan, as in torchvision; matching rejects
+        non-finite ground truth and postprocess non-finite predictions before they get here.
     """
     _check_boxes(boxes1, "boxes1")
     _check_boxes(boxes2, "boxes2")

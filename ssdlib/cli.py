@@ -230,7 +230,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     report, failed = [], []
     for path, target in targets.items():
         try:
-            image = read_image(path)  # (3, H, W) in [0, 1]; a clear error for a bad file
+            image = read_image(path, exif_upright=True)  # (3, H, W) in [0, 1], upright
         except (OSError, ValueError) as err:  # one bad file does not lose the others
             failed.append(path)
             report.append({"image": str(path), "error": " ".join(str(err).split())})

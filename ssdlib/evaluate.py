@@ -503,7 +503,31 @@ def voc_map(
 # -- running a model over a dataset ----------------------------------------------------------
 
 
-def _classes_of(dataset: Any) -> list[str] | None:
+def check_same_classes(model_classes: list[str], data_classes: list[str] | None, what: str) -> None:
+    """Raise a ValueError unless ``data_classes`` are the model's classes, in the same order
+    (index 0, the background, may be named differently). A model built without names
+    (``class_1``, ``class_2`` ...) is checked by count only. ``None``: nothing to compare."""
+    if data_classes is None:
+        return
+    if len(data_classes) != len(model_classes):
+        raise ValueError(
+            f"the model has {len(model_classes)} classes {model_classes}, {what} "
+            f"{len(data_classes)} {data_classes}"
+        )
+    unnamed = [f"class_{i}" for i in range(1, len(model_classes))]
+    if model_classes[1:] == unnamed:
+        return
+    for i, (ours, theirs) in enumerate(zip(model_classes, data_classes, strict=True)):
+        if i > 0 and ours != theirs:
+            raise ValueError(
+                f"class {i} is {ours!r} for the model but {theirs!r} in {what}: the labels would "
+                f"be scored against the wrong classes (model {model_classes[1:]}, "
+                f"{what} {data_classes[1:]})"
+            )
+
+
+def classes_of(dataset: Any) -> list[str] | None:
+    """A dataset's ``.classes`` (looking through Subset-like wrappers), or None."""
     while not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
         dataset = dataset.dataset  # torch.utils.data.Subset and other wrappers
     classes = getattr(dataset, "classes", None)
@@ -555,12 +579,7 @@ def evaluate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     class_names = list(model.class_names)
-    data_classes = _classes_of(dataset)
-    if data_classes is not None and len(data_classes) != len(class_names):
-        raise ValueError(
-            f"the model has {len(class_names)} classes {class_names}, the dataset "
-            f"{len(data_classes)} {data_classes}"
-        )
+    check_same_classes(class_names, classes_of(dataset), "the dataset")
     if device is not None:
         model.to(device)
     loader = torch.utils.data.DataLoader(

@@ -39,6 +39,15 @@ def _check_labels(labels: Tensor, p: int | None = None) -> None:
         raise ValueError(f"labels have {labels.shape[1]} default boxes, predictions have {p}")
 
 
+def _check_label_range(labels: Tensor, num_classes: int) -> None:
+    lo, hi = labels.aminmax() if labels.numel() else (0, 0)
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"labels must be classes 0 (background) to {num_classes - 1}, the columns of "
+            f"conf_pred; got labels from {int(lo)} to {int(hi)}"
+        )
+
+
 def hard_negative_mining(
     conf_loss: Tensor, labels: Tensor, neg_pos_ratio: float = NEG_POS_RATIO
 ) -> Tensor:
@@ -181,6 +190,7 @@ class MultiBoxLoss(nn.Module):
                 f"{tuple(loc_pred.shape)}"
             )
         _check_labels(labels, loc_pred.shape[1])
+        _check_label_range(labels, conf_pred.shape[-1])
         positive = labels > 0  # (B, P)
         num_pos = positive.sum(dim=1)  # (B,)
         if normalizer is None:

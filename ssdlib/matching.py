@@ -26,6 +26,8 @@ from .boxes import VARIANCES, box_iou, cxcywh_to_xyxy, encode
 
 IOU_THRESHOLD = 0.5  # "jaccard overlap higher than a threshold (0.5)" (SSD §2.2)
 BACKGROUND = 0  # class index of "no object"; real classes are 1..K-1
+NORMALISED_SLACK = 0.5  # ground truth may stick out of the image (unclipped annotations), but a
+# coordinate beyond half an image outside it is a box in pixels, not normalised
 
 
 def _check_priors(priors: Tensor) -> None:
@@ -209,6 +211,14 @@ def stack_targets(
     if bad is not None:
         i, j = _image_and_index(bad, counts)
         raise _degenerate_box_error(gt_boxes_list[i], j, f"image {i}")
+    outside = ((boxes < -NORMALISED_SLACK) | (boxes > 1 + NORMALISED_SLACK)).any(dim=1)
+    if outside.any():
+        i, j = _image_and_index(int(outside.nonzero()[0]), counts)
+        box = [round(v, 4) for v in gt_boxes_list[i][j].tolist()]
+        raise ValueError(
+            f"image {i}: box {j} = {box} lies far outside the image [0, 1]: ground truth must "
+            "be normalised (pixel coordinates divided by the image's width and height)"
+        )
     if labels.numel() and int(labels.min()) < 1:
         i, _ = _image_and_index(int((labels < 1).nonzero()[0]), counts)
         raise ValueError(

@@ -536,9 +536,13 @@ class SSD(nn.Module):
             resized.append(img)
         batch = torch.cat(resized)  # (B, 3, S, S)
         lo, hi = batch.amin(dim=(1, 2, 3)), batch.amax(dim=(1, 2, 3))  # (B,) each
-        bad = ((lo < -INPUT_RANGE_SLACK) | (hi > 1 + INPUT_RANGE_SLACK)).nonzero().flatten()
+        finite = lo.isfinite() & hi.isfinite()  # a nan pixel makes its image's min and max nan
+        outside = (lo < -INPUT_RANGE_SLACK) | (hi > 1 + INPUT_RANGE_SLACK)
+        bad = (outside | ~finite).nonzero().flatten()
         if len(bad):
             i = int(bad[0])
+            if not finite[i]:
+                raise ValueError(f"image {i}: holds nan or inf pixel values")
             raise ValueError(
                 f"image {i}: expected RGB values in [0, 1], got [{lo[i]:.3g}, {hi[i]:.3g}]"
                 + (" (divide by 255)" if hi[i] > 1.5 else "")

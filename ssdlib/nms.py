@@ -109,6 +109,11 @@ def _check_outputs(loc_pred: Tensor, conf_pred: Tensor, priors: Tensor) -> None:
         raise ValueError(
             f"expected priors of shape ({loc_pred.shape[1]}, 4), got {tuple(priors.shape)}"
         )
+    for name, t in (("loc_pred", loc_pred), ("conf_pred", conf_pred)):
+        finite = t.sum(dim=(1, 2)).isfinite()  # (B,): one nan or inf makes its image's sum so
+        if not finite.all():  # nan boxes or scores would become detections without a word
+            i = int((~finite).nonzero()[0])
+            raise ValueError(f"image {i}: {name} holds nan or inf (are the weights finite?)")
 
 
 def _to_pixels(det: dict[str, Tensor], image_size: tuple[int, int] | None) -> dict[str, Tensor]:

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.loader import collate
 from .data.transforms import AUGMENTATIONS
-from .evaluate import evaluate
+from .evaluate import check_same_classes, classes_of, evaluate
 from .loss import NEG_POS_RATIO, MultiBoxLoss
 from .matching import IOU_THRESHOLD, assign_targets
 from .model import SSD, build_ssd, config_from_dict, config_to_dict
@@ -852,6 +852,8 @@ def _train(
     class_names = list(getattr(train_set, "classes", []))
     if len(class_names) < 2:
         raise ValueError("train_set needs a .classes list: background first, then the classes")
+    if val_set is not None:  # before training, not at the first validation
+        check_same_classes(class_names, classes_of(val_set), "the validation set")
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir of the run to continue")

@@ -353,3 +353,36 @@ def test_coco_missing_truncated_or_wrong_size_image_fails_on_load(tmp_path):
     (tmp_path / "b.png").write_bytes(good[: len(good) // 2])
     with pytest.raises(DatasetError, match=r"b\.png"):
         ds[0]
+
+
+# -- images that used to read wrong ----------------------------------------------------------
+
+
+def test_a_16_bit_png_and_a_float_tiff_keep_their_values(tmp_path):
+    """Both used to come out all white (16-bit) or all black (float) through convert("RGB")."""
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray((ramp * 65535).round().astype(np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(ramp, mode="F").save(tmp_path / "float.tif")
+    for name in ("deep.png", "float.tif"):
+        image = read_image(tmp_path / name)
+        assert image.shape == (3, 8, 8)
+        assert torch.allclose(image[0], torch.from_numpy(ramp), atol=1e-4), name
+        assert torch.equal(image[0], image[2])  # grey: the same in every channel
+
+
+def test_exif_orientation_turns_a_phone_photo_upright_when_asked(tmp_path):
+    photo = Image.fromarray(np.zeros((20, 40, 3), dtype=np.uint8))  # stored 40 wide, 20 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    photo.save(tmp_path / "phone.jpg", exif=exif)
+    assert read_image(tmp_path / "phone.jpg").shape == (3, 20, 40)  # datasets: stored pixels
+    assert read_image(tmp_path / "phone.jpg", exif_upright=True).shape == (3, 40, 20)
+
+
+def test_a_decompression_bomb_or_a_folder_is_a_dataset_error(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64² is then over twice the limit
+    with pytest.raises(DatasetError, match="big.png"):
+        read_image(tmp_path / "big.png")
+    with pytest.raises(DatasetError, match="is a folder"):
+        read_image(tmp_path)

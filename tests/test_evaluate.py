@@ -478,3 +478,18 @@ def test_evaluate_runs_a_model_over_a_dataset(device):
     wrong = build_ssd(priors, 3, width=0.125)
     with pytest.raises(ValueError, match="the model has 3 classes"):
         evaluate(wrong, data, progress=False)
+
+
+def test_classes_in_another_order_or_renamed_are_refused():
+    """Only the count was compared: the same classes reordered scored as if they matched."""
+    from ssdlib.evaluate import check_same_classes
+
+    ours = ["background", "circle", "square", "ring"]
+    check_same_classes(ours, ["__background__", "circle", "square", "ring"], "val")  # index 0 free
+    with pytest.raises(ValueError, match="class 1 is 'circle' for the model but 'square' in val"):
+        check_same_classes(ours, ["bg", "square", "circle", "ring"], "val")
+    with pytest.raises(ValueError, match="class 3 is 'ring' for the model but 'donut'"):
+        check_same_classes(ours, ["bg", "circle", "square", "donut"], "val")
+    with pytest.raises(ValueError, match="the model has 4 classes"):
+        check_same_classes(ours, ["bg", "circle"], "val")
+    check_same_classes(["background", "class_1", "class_2"], ["bg", "a", "b"], "val")  # unnamed

@@ -153,3 +153,12 @@ def test_background_loss_keeps_nan_where_log_softmax_has_it(device):
     conf[1, 3, 2] = float("nan")
     got = background_loss(conf)
     assert torch.isnan(got[1, 3]) and torch.isfinite(got[:, :3]).all()
+
+
+@pytest.mark.parametrize("bad", [-1, 8])
+def test_labels_outside_the_classes_are_refused(bad):
+    """A label >= K used to fail deep inside cross_entropy; a negative one gave a zero loss."""
+    loc, conf = torch.zeros(1, 4, 4), torch.zeros(1, 4, 8)
+    labels = torch.tensor([[0, 1, bad, 0]])
+    with pytest.raises(ValueError, match="labels must be classes 0 .background. to 7"):
+        MultiBoxLoss()(loc, conf, torch.zeros(1, 4, 4), labels)

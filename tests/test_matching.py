@@ -182,3 +182,13 @@ def test_stacked_matching_equals_the_padded_reference(threshold, device):
     stacked = torch.where(rows >= 0, rows - first[:, None], -1)
     assert torch.equal(stacked, reference)
     assert (stacked[1] == -1).all()  # the image without objects
+
+
+def test_pixel_boxes_are_refused_with_a_hint():
+    """Boxes in pixels where normalised ones belong used to train silently on huge targets."""
+    priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    pixels = [torch.tensor([[20.0, 30.0, 120.0, 150.0]])]
+    with pytest.raises(ValueError, match=r"image 0: box 0 .* must be normalised"):
+        assign_targets(pixels, [torch.tensor([1])], priors)
+    slightly_out = [torch.tensor([[-0.05, 0.1, 1.02, 0.9]])]  # unclipped annotation: fine
+    assign_targets(slightly_out, [torch.tensor([1])], priors)

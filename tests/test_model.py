@@ -322,6 +322,10 @@ def test_detect_rejects_bad_images():
         model.detect([torch.rand(1, 20, 20)])
     with pytest.raises(ValueError, match="at least one image"):
         model.detect([])
+    nan_pixel = torch.rand(3, 20, 20)
+    nan_pixel[1, 5, 5] = float("nan")  # used to give no detections and no word
+    with pytest.raises(ValueError, match="image 1: holds nan or inf pixel values"):
+        model.detect([torch.rand(3, 20, 20), nan_pixel])
 
 
 # -- the state dict carries the configuration ----------------------------------------------------

@@ -233,3 +233,14 @@ def test_postprocess_keeps_float32_precision_when_many_images_share_an_nms_call(
     fast = postprocess(loc, conf, priors)
     _assert_same_detections(fast, postprocess_reference(loc, conf, priors))
     assert all(len(det["scores"]) == 3 for det in fast)  # boxes 0, 2 and 3
+
+
+def test_non_finite_outputs_are_refused_not_turned_into_detections():
+    priors = default_boxes(SSD300_COCO)[:10]
+    loc, conf = torch.zeros(2, 10, 4), torch.zeros(2, 10, 3)
+    loc[1, 4, 2] = float("nan")
+    with pytest.raises(ValueError, match="image 1: loc_pred holds nan or inf"):
+        postprocess(loc, conf, priors)
+    conf[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="image 0: loc_pred|image 0: conf_pred"):
+        postprocess(torch.zeros(2, 10, 4), conf, priors)

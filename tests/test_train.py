@@ -453,3 +453,11 @@ def test_a_folder_with_a_run_is_not_overwritten_without_being_asked(tmp_path):
         train(cfg, tiny_data(), out_dir=tmp_path, resume=True, overwrite=True, progress=False)
     train(cfg, tiny_data(), out_dir=tmp_path, overwrite=True, progress=False)
     assert load_checkpoint(tmp_path / BEST)["step"] == 1  # the old run's files are gone
+
+
+def test_a_validation_set_with_other_classes_is_refused_before_training(tmp_path):
+    val = ShapesDataset(2, 64, seed=1, split="val")
+    val.classes = [val.classes[0], *reversed(val.classes[1:])]  # same names, another order
+    with pytest.raises(ValueError, match="the validation set"):
+        train(TINY, tiny_data(), val, out_dir=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything was written

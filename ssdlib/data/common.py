@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 BACKGROUND_NAME = "__background__"  # index 0 of every ``.classes`` list
@@ -31,21 +31,47 @@ class DatasetError(ValueError):
     """A dataset file is unreadable or malformed; the message names the file and the annotation."""
 
 
-def read_image(path: str | os.PathLike) -> Tensor:
+def read_image(path: str | os.PathLike, exif_upright: bool = False) -> Tensor:
     """Decode an image file to float32 ``(3, H, W)`` RGB in [0, 1].
 
-    Grey and palette images are converted to RGB. A missing file raises ``FileNotFoundError``;
-    a file that is not an image or is truncated raises :class:`DatasetError`, naming the file.
+    With ``exif_upright``, turned upright as its EXIF orientation says (phone photos; what
+    ``detect`` shows). Datasets leave it off: their boxes were drawn on the stored pixels.
+    Grey and palette images become
+    RGB; 16-bit images are scaled by 65535 and float images kept as they are (they must lie in
+    [0, 1]), not clipped to white or black. A missing file raises ``FileNotFoundError``; a file
+    that is not an image, is truncated, or is too large to decode safely (PIL's decompression
+    bomb limit) raises :class:`DatasetError`, naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
+            if exif_upright:
+                im = ImageOps.exif_transpose(im)
+            if im.mode in HIGH_DEPTH_SCALE:  # one channel of 16-bit integers or floats
+                grey = np.asarray(im, dtype=np.float32) / HIGH_DEPTH_SCALE[im.mode]
+                return _grey_to_tensor(grey, path)
             rgb = np.array(im.convert("RGB"))  # decodes the whole file: truncation shows here
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
     return uint8_to_tensor(rgb)
+
+
+HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": 1.0}
+# PIL modes that convert("RGB") would clip: 16-bit PNGs (read as "I;16" or "I") to [0, 1] by
+# their full range, float TIFFs ("F") as they are
+
+
+def _grey_to_tensor(grey: np.ndarray, path: Path) -> Tensor:
+    if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
+        raise DatasetError(
+            f"cannot read image {path}: its values run from {grey.min():g} to {grey.max():g}, "
+            "outside what a 16-bit or [0, 1] float image holds"
+        )
+    return torch.from_numpy(np.ascontiguousarray(grey)).expand(3, *grey.shape).contiguous()
 
 
 def uint8_to_tensor(rgb: np.ndarray) -> Tensor:
