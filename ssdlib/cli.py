@@ -450,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_device(device: str | None) -> None:
+    """--device cuda on a machine without CUDA: say so, before any file is blamed."""
+    if device and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device (use --device cpu)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     parser = build_parser()
@@ -458,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args([a for a in argv if a != "--traceback"])
     args.traceback = traceback
     try:
+        _check_device(getattr(args, "device", None))
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)

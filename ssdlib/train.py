@@ -45,6 +45,7 @@ from .matching import IOU_THRESHOLD, assign_targets
 from .model import SSD, build_ssd, config_from_dict, config_to_dict
 from .priors import SSD300_COCO, SSD300_VOC, SSD512_VOC, PriorConfig, config_from_scales
 from .utils import atomic_save, default_device, seed_everything
+from .weights import unreadable_file_message
 
 CHECKPOINT_FORMAT = "ssdlib-training-checkpoint/1"  # vs "ssdlib-checkpoint", a model file
 LAST, BEST = "last.pt", "best.pt"  # checkpoint names in the output directory
@@ -511,15 +512,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which
-        raise ValueError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
+        raise ValueError(unreadable_file_message(path, "checkpoint", err)) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(
             f"{path} is not a training checkpoint (format {got!r}, expected "
             f"{CHECKPOINT_FORMAT!r}); a model file from `export` is read by load_model"
         )
+    missing = [k for k in ("model", "model_args", "optimizer", "config", "state") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is an incomplete training checkpoint: it lacks {missing}")
     return ckpt
 
 

@@ -57,10 +57,17 @@ def _read(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load fails in many ways (zip, pickle, EOF): report the file
-        raise ValueError(
-            f"{path} is not a readable {what} file (corrupt, truncated, or not written by "
-            f"torch.save): {type(err).__name__}: {err}"
-        ) from err
+        raise ValueError(unreadable_file_message(path, what, err)) from err
+
+
+def unreadable_file_message(path: Path, what: str, err: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused. torch's own text is left
+    out: it advises ``weights_only=False``, which runs whatever code a crafted file holds."""
+    return (
+        f"{path} is not a readable {what} file: corrupt, truncated, or not written by "
+        f"torch.save ({type(err).__name__}); do not retry with weights_only=False unless you "
+        "trust where the file came from"
+    )
 
 
 def _state_dict(source: StateSource, weights: Any, what: str, how: str) -> Mapping[str, Tensor]:
@@ -282,6 +289,7 @@ def from_torchvision(state_dict: StateSource = "torchvision") -> SSD:
 # -- Checkpoints ---------------------------------------------------------------------------------
 CHECKPOINT_FORMAT = "ssdlib-checkpoint"  # tag of files written by save_model
 CHECKPOINT_VERSION = 1  # bumped when the layout changes; older files stay readable
+MODEL_FILE_KEYS = ("cfg", "num_classes", "class_names", "width", "batch_norm", "state_dict")
 
 
 def save_model(model: SSD, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
@@ -312,10 +320,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     checkpoint = _read(path, "checkpoint", map_location)
     tag = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
     if tag != CHECKPOINT_FORMAT:
+        hint = "a bare state dict loads with model.load_state_dict()"
+        if isinstance(checkpoint, dict) and any(str(k).startswith("head.") for k in checkpoint):
+            hint = "torchvision's ssd300_vgg16 weights load with weights.from_torchvision(path)"
         raise ValueError(
             f"{path} is not an ssdlib checkpoint (format {tag!r}, expected "
-            f"{CHECKPOINT_FORMAT!r}); a bare state dict loads with model.load_state_dict()"
+            f"{CHECKPOINT_FORMAT!r}); {hint}"
         )
+    missing = [k for k in MODEL_FILE_KEYS if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is an incomplete ssdlib checkpoint: it lacks {missing}")
     if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
         raise ValueError(
             f"{path} has checkpoint version {checkpoint['version']}, newer than this ssdlib's "

@@ -240,3 +240,10 @@ def test_flags_that_used_to_mislead(run_dir, tmp_path, capsys):
     with pytest.raises(FileNotFoundError):
         main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--dataset", "shapes",
               "--traceback"])  # fmt: skip
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a CPU-only machine")
+def test_device_cuda_without_cuda_blames_the_device_not_the_file(run_dir, capsys):
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(run_dir / LAST), "--dataset",
+                       "shapes", "--device", "cuda")  # fmt: skip
+    assert code == 1 and "no CUDA device" in one_line_error(err)

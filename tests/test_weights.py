@@ -261,3 +261,39 @@ def test_missing_corrupt_and_foreign_checkpoints(tmp_path):
     torch.save({**read_checkpoint(path), "version": CHECKPOINT_VERSION + 1}, future)
     with pytest.raises(ValueError, match=r"future.pt has checkpoint version 2, newer"):
         load_model(future)
+
+
+# -- messages that used to mislead -------------------------------------------------------------
+
+
+def test_unreadable_foreign_and_incomplete_files_get_one_clear_line(tmp_path):
+    from ssdlib.weights import read_checkpoint
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00 not a torch file " * 20)
+    with pytest.raises(ValueError) as err:
+        read_checkpoint(junk)
+    text = str(err.value)
+    assert "\n" not in text and "\x1b" not in text  # no torch paragraph, no ANSI colours
+    assert "do not retry with weights_only=False" in text  # the opposite of torch's advice
+    torch.save({"format": "ssdlib-checkpoint"}, tmp_path / "tag_only.pt")
+    with pytest.raises(ValueError, match="incomplete ssdlib checkpoint: it lacks"):
+        read_checkpoint(tmp_path / "tag_only.pt")
+    torch.save(
+        {"head.classification_head.module_list.0.weight": torch.zeros(1)}, tmp_path / "tv.pt"
+    )
+    with pytest.raises(ValueError, match="from_torchvision"):
+        read_checkpoint(tmp_path / "tv.pt")
+
+
+def test_saved_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    from ssdlib.utils import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_save({"x": 1}, tmp_path / "a.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
