@@ -265,7 +265,8 @@ def plot_receptive_fields(
     centre: tuple[float, float] = (0.5, 0.5),
     ncols: int = 3,
 ) -> Figure:
-    """For each source map, three squares around one point of the image: the cell (stride), the
+    """For each source map, three squares around one point of the image: one cell of the default
+    box grid (the config's step: on conv10_2 and conv11_2 wider than the network's stride), the
     default box of scale ``s_k``, and the theoretical receptive field (the input pixels that can
     reach one cell; drawn clipped by the image border, its side is in the title).
 
@@ -281,7 +282,7 @@ def plot_receptive_fields(
         for side, color, style, label in (
             (row.receptive_field, "white", ":", "receptive field"),
             (row.box_scale, GT_COLOR, "-", "default box $s_k$"),
-            (row.stride, "#ffb000", "-", "one cell"),
+            (row.prior_step, "#ffb000", "-", "one cell (box step)"),
         ):
             half = side / row.image_size / 2
             draw_boxes(
