@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 ## Open the notebooks in JupyterLab (the main job).
+## It opens on the start page, with one kernel in the Launcher and no news pop-up.
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	@install -D -m 644 .jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(BIN)/jupyter lab --notebook-dir=notebooks --LabApp.default_url=/lab/tree/00_start_here.ipynb \
+	  --KernelSpecManager.allowed_kernelspecs=ssdlib --MappingKernelManager.default_kernel_name=ssdlib \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## Everything CI checks: lint, unit tests, then every notebook against its stored outputs.
 test: venv lint pytest nbval
