@@ -365,6 +365,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _voc_years(text: str) -> list[str]:
+    years = [y.strip() for y in text.split(",")]
+    if not all(years) or not set(years) <= set(VOC_TRAIN_YEARS):
+        raise argparse.ArgumentTypeError(
+            f"expected years from {','.join(VOC_TRAIN_YEARS)}, comma-separated, got {text!r}"
+        )
+    return years
+
+
 def _seed(text: str) -> int:
     value = int(text)
     if not 0 <= value < 2**63:
@@ -410,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader processes")
     p.add_argument("--no-val", action="store_true", help="skip validation (best.pt = last)")
     p.add_argument(
-        "--voc-years", type=lambda s: s.split(","), default=list(VOC_TRAIN_YEARS),
+        "--voc-years", type=_voc_years, default=list(VOC_TRAIN_YEARS),
         help="VOC trainval years to train on, comma-separated (default 2007,2012)",
     )  # fmt: skip
     p.add_argument("--warmup-steps", type=int, help="override the preset's warmup")

@@ -967,6 +967,8 @@ def _train(
             validating = bool(stopped_by) or (
                 config.eval_every > 0 and s.step % config.eval_every == 0
             )
+            if validating:  # a validation that fails (a bad annotation) leaves the step saved
+                run.save(LAST)
             metrics = validate() if validating else {}
             if s.step % config.log_every == 0 or validating:
                 now = time.perf_counter()

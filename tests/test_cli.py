@@ -247,3 +247,9 @@ def test_device_cuda_without_cuda_blames_the_device_not_the_file(run_dir, capsys
     code, _, err = run(capsys, "evaluate", "--checkpoint", str(run_dir / LAST), "--dataset",
                        "shapes", "--device", "cuda")  # fmt: skip
     assert code == 1 and "no CUDA device" in one_line_error(err)
+
+
+def test_voc_years_are_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*TINY_TRAIN, "--voc-years", "", "--out", str(tmp_path / "v")])
+    assert "expected years from 2007,2012" in capsys.readouterr().err

@@ -461,3 +461,21 @@ def test_a_validation_set_with_other_classes_is_refused_before_training(tmp_path
     with pytest.raises(ValueError, match="the validation set"):
         train(TINY, tiny_data(), val, out_dir=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_failing_validation_leaves_its_step_saved(tmp_path):
+    """A bad validation annotation used to surface before the step's checkpoint was written."""
+
+    class BrokenVal(torch.utils.data.Dataset):
+        classes = ShapesDataset(1, 64).classes
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise ValueError(f"val annotation {index}: box 0 is degenerate")
+
+    cfg = dataclasses.replace(TINY, eval_every=2)
+    with pytest.raises(ValueError, match="val annotation 0"):
+        train(cfg, tiny_data(), BrokenVal(), out_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / LAST)["step"] == 2
