@@ -330,35 +330,40 @@ def _shapes_batch(batch: int, image_size: int, device: str) -> tuple[Tensor, lis
     return images, [{k: v.to(device) for k, v in t.items() if k != "image_id"} for _, t in samples]
 
 
-def _slim_model(device: str):
+def _slim_model(device: str, preset_name: str = "cpu-tiny"):
     from ssdlib.data.shapes import CLASSES
     from ssdlib.model import build_ssd
     from ssdlib.train import preset
 
-    cfg = preset("cpu-tiny")
+    cfg = preset(preset_name)
     torch.manual_seed(0)
     model = build_ssd(cfg.priors, len(CLASSES), cfg.width, cfg.batch_norm).to(device)
     return model, cfg
 
 
-def _slim_train_case(settings: Settings, device: str) -> Case:
-    model, cfg = _slim_model(device)
-    images, targets = _shapes_batch(SLIM_BATCH, cfg.priors.image_size, device)
-    boxes = [t["boxes"] / cfg.priors.image_size for t in targets]  # normalised
-    labels = [t["labels"] for t in targets]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    criterion = MultiBoxLoss(cfg.neg_pos_ratio)
-    model.train()
+def _train_step_case(preset_name: str) -> Callable[[Settings, str], Case]:
+    """One AdamW step of a CPU preset on a batch of its size: targets, forward, loss, backward."""
 
-    def ours() -> None:
-        loc_targets, gt_labels = assign_targets(boxes, labels, model.priors, cfg.match_iou)
-        loc, conf = model(images)
-        loc_loss, conf_loss = criterion(loc, conf, loc_targets, gt_labels)
-        optimizer.zero_grad(set_to_none=True)
-        (loc_loss + conf_loss).backward()
-        optimizer.step()
+    def build(settings: Settings, device: str) -> Case:
+        model, cfg = _slim_model(device, preset_name)
+        images, targets = _shapes_batch(cfg.batch_size, cfg.priors.image_size, device)
+        boxes = [t["boxes"] / cfg.priors.image_size for t in targets]  # normalised
+        labels = [t["labels"] for t in targets]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        criterion = MultiBoxLoss(cfg.neg_pos_ratio)
+        model.train()
 
-    return Case(ours, None, items=SLIM_BATCH)
+        def ours() -> None:
+            loc_targets, gt_labels = assign_targets(boxes, labels, model.priors, cfg.match_iou)
+            loc, conf = model(images)
+            loc_loss, conf_loss = criterion(loc, conf, loc_targets, gt_labels)
+            optimizer.zero_grad(set_to_none=True)
+            (loc_loss + conf_loss).backward()
+            optimizer.step()
+
+        return Case(ours, None, items=cfg.batch_size)
+
+    return build
 
 
 def _slim_detect_case(batch: int) -> Callable[[Settings, str], Case]:
@@ -402,33 +407,6 @@ def _loader_case(preset_name: str) -> Callable[[Settings, str], Case]:
         return Case(ours, None, items=cfg.batch_size)
 
     return build
-
-
-def _ssd300_cpu_train_case(settings: Settings, device: str) -> Case:
-    """One AdamW step of the ssd300-cpu preset (targets, forward, loss, backward, step)."""
-    from ssdlib.data.shapes import CLASSES
-    from ssdlib.model import build_ssd
-    from ssdlib.train import preset
-
-    cfg = preset("ssd300-cpu")
-    torch.manual_seed(0)
-    model = build_ssd(cfg.priors, len(CLASSES), cfg.width, cfg.batch_norm).to(device)
-    images, targets = _shapes_batch(cfg.batch_size, cfg.priors.image_size, device)
-    boxes = [t["boxes"] / cfg.priors.image_size for t in targets]
-    labels = [t["labels"] for t in targets]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    criterion = MultiBoxLoss(cfg.neg_pos_ratio)
-    model.train()
-
-    def ours() -> None:
-        loc_targets, gt_labels = assign_targets(boxes, labels, model.priors, cfg.match_iou)
-        loc, conf = model(images)
-        loc_loss, conf_loss = criterion(loc, conf, loc_targets, gt_labels)
-        optimizer.zero_grad(set_to_none=True)
-        (loc_loss + conf_loss).backward()
-        optimizer.step()
-
-    return Case(ours, None, items=cfg.batch_size)
 
 
 # -- SSD300 on a GPU ---------------------------------------------------------------------------
@@ -602,7 +580,7 @@ ROWS: list[Row] = [
         "cpu",
         f"slim model (cpu-tiny preset), one AdamW step on {SLIM_BATCH} shapes images",
         "",
-        _slim_train_case,
+        _train_step_case("cpu-tiny"),
         throughput=True,
         needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
     ),
@@ -629,7 +607,7 @@ ROWS: list[Row] = [
         "cpu",
         "ssd300-cpu preset (8732 default boxes, 1/8 width), one AdamW step on 16 shapes images",
         "",
-        _ssd300_cpu_train_case,
+        _train_step_case("ssd300-cpu"),
         throughput=True,
         needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
     ),
