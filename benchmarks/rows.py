@@ -30,10 +30,8 @@ from torch import Tensor
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.ops import box_iou as tv_box_iou
 
+from ssdlib import fast, loss, matching, nms
 from ssdlib.boxes import cxcywh_to_xyxy
-from ssdlib.loss import MultiBoxLoss, background_loss
-from ssdlib.matching import assign_targets
-from ssdlib.nms import postprocess
 from ssdlib.priors import SSD300_COCO, default_boxes
 
 from .inputs import ground_truth, raw_outputs
@@ -131,7 +129,14 @@ def _torchvision_targets_and_loss(model, targets, head_outputs, anchors) -> dict
 # -- target assignment + loss -----------------------------------------------------------------
 
 
-def _loss_case(settings: Settings, device: str, backward: bool) -> Case:
+# Each hot path has two tiers: the readable functions the lessons teach, and ssdlib.fast.
+TIERS = {
+    "fast": (fast.assign_targets, fast.MultiBoxLoss, fast.postprocess),
+    "readable": (matching.assign_targets, loss.MultiBoxLoss, nms.postprocess),
+}
+
+
+def _loss_case(settings: Settings, device: str, backward: bool, tier: str = "fast") -> Case:
     priors, anchors = _priors_and_anchors(device)
     gt_boxes, gt_labels = ground_truth(settings.batch, settings.num_classes, settings.seed)
     gt_boxes = [b.to(device) for b in gt_boxes]
@@ -140,7 +145,8 @@ def _loss_case(settings: Settings, device: str, backward: bool) -> Case:
     loc.requires_grad_(backward)
     conf.requires_grad_(backward)
     model = _torchvision_ssd(settings.num_classes, device)
-    criterion = MultiBoxLoss()
+    assign_targets, multibox_loss, _ = TIERS[tier]
+    criterion = multibox_loss()
     # torchvision's transform hands targets to the loss in pixels of the resized input
     targets = [
         {"boxes": b * IMAGE_SIZE, "labels": lab} for b, lab in zip(gt_boxes, gt_labels, strict=True)
@@ -175,7 +181,7 @@ def _background_loss_case(settings: Settings, device: str) -> Case:
     _, conf = raw_outputs("random", priors, settings.num_classes, gt_boxes, gt_labels)
 
     def ours() -> Tensor:
-        return background_loss(conf)
+        return fast.background_loss(conf)
 
     def peer() -> Tensor:
         return -torch.nn.functional.log_softmax(conf, dim=-1)[..., 0]
@@ -189,13 +195,15 @@ def _background_loss_case(settings: Settings, device: str) -> Case:
 # -- postprocess ------------------------------------------------------------------------------
 
 
-def _postprocess_case(settings: Settings, device: str, regime: str) -> Case:
+def _postprocess_case(settings: Settings, device: str, regime: str, tier: str = "fast") -> Case:
     priors, anchors = _priors_and_anchors(device)
     gt_boxes, gt_labels = ground_truth(settings.batch, settings.num_classes, settings.seed)
     loc, conf = raw_outputs(regime, priors, settings.num_classes, gt_boxes, gt_labels)
     model = _torchvision_ssd(settings.num_classes, device).eval()
     sizes = [(IMAGE_SIZE, IMAGE_SIZE)] * settings.batch
     head_outputs = {"bbox_regression": loc, "cls_logits": conf}
+
+    postprocess = TIERS[tier][2]
 
     def ours() -> list[dict[str, Tensor]]:
         return postprocess(loc, conf, priors, image_sizes=sizes)
@@ -225,7 +233,7 @@ def _tiny_model_case(settings: Settings, device: str) -> Case:
     head_outputs = {"bbox_regression": loc, "cls_logits": conf}
 
     def ours() -> list[dict[str, Tensor]]:
-        return postprocess(loc, conf, model.priors, image_sizes=sizes)
+        return fast.postprocess(loc, conf, model.priors, image_sizes=sizes)
 
     def peer() -> list[dict[str, Tensor]]:
         return peer_model.postprocess_detections(head_outputs, [anchors] * settings.batch, sizes)
@@ -300,7 +308,7 @@ def _coco_map_case(settings: Settings, device: str) -> Case:
         loc, conf = raw_outputs("trained", priors, settings.num_classes, gt_boxes[part],
                                 gt_labels[part], seed=start)  # fmt: skip
         sizes = [(IMAGE_SIZE, IMAGE_SIZE)] * len(loc)
-        predictions += postprocess(loc, conf, priors, top_k=EVAL_DETECTIONS, image_sizes=sizes)
+        predictions += fast.postprocess(loc, conf, priors, top_k=EVAL_DETECTIONS, image_sizes=sizes)
     targets = [
         {"boxes": b * IMAGE_SIZE, "labels": lab} for b, lab in zip(gt_boxes, gt_labels, strict=True)
     ]
@@ -350,11 +358,11 @@ def _train_step_case(preset_name: str) -> Callable[[Settings, str], Case]:
         boxes = [t["boxes"] / cfg.priors.image_size for t in targets]  # normalised
         labels = [t["labels"] for t in targets]
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        criterion = MultiBoxLoss(cfg.neg_pos_ratio)
+        criterion = fast.MultiBoxLoss(cfg.neg_pos_ratio)
         model.train()
 
         def ours() -> None:
-            loc_targets, gt_labels = assign_targets(boxes, labels, model.priors, cfg.match_iou)
+            loc_targets, gt_labels = fast.assign_targets(boxes, labels, model.priors, cfg.match_iou)
             loc, conf = model(images)
             loc_loss, conf_loss = criterion(loc, conf, loc_targets, gt_labels)
             optimizer.zero_grad(set_to_none=True)
@@ -440,7 +448,7 @@ def _gpu_train_case(amp: torch.dtype | None) -> Callable[[Settings, str], Case]:
             {"boxes": b * IMAGE_SIZE, "labels": lab}
             for b, lab in zip(gt_boxes, gt_labels, strict=True)
         ]
-        criterion = MultiBoxLoss()
+        criterion = fast.MultiBoxLoss()
         opt = torch.optim.SGD(model.parameters(), **SGD)
         tv_opt = torch.optim.SGD(tv_model.parameters(), **SGD)
         model.train()
@@ -450,7 +458,7 @@ def _gpu_train_case(amp: torch.dtype | None) -> Callable[[Settings, str], Case]:
             return torch.autocast(device, dtype=amp) if amp else contextlib.nullcontext()
 
         def ours() -> None:
-            loc_targets, labels = assign_targets(gt_boxes, gt_labels, model.priors)
+            loc_targets, labels = fast.assign_targets(gt_boxes, gt_labels, model.priors)
             with autocast():
                 loc, conf = model(images)
             loc_loss, conf_loss = criterion(loc, conf, loc_targets, labels)
@@ -498,42 +506,48 @@ _TV_POST = "torchvision SSD.postprocess_detections"
 _SHAPE = f"B={BATCH}, P=8732, K={NUM_CLASSES}"
 
 
-def _hot_path_rows(device: str) -> list[Row]:
-    """The four rows of issue 3, on one device."""
+def _hot_path_rows(device: str, tier: str = "fast") -> list[Row]:
+    """Target assignment + loss and postprocess on one device, for one tier: the fast paths
+    keep issue 3's targets (4× and 2.5× torchvision on the CPU), the readable functions must be
+    at least as fast as torchvision (1×)."""
     d = device.replace("cuda", "gpu")
+    suffix = "" if tier == "fast" else "-readable"
+    where = "fast." if tier == "fast" else ""
+    on_cpu = device == "cpu"
+    loss_target, post_target = (4.0, 2.5) if tier == "fast" else (1.0, 1.0)
     return [
         Row(
-            f"{d}-targets-loss",
+            f"{d}-targets-loss{suffix}",
             device,
-            f"assign_targets + MultiBoxLoss forward ({_SHAPE})",
+            f"{where}assign_targets + {where}MultiBoxLoss forward ({_SHAPE})",
             _TV_LOSS,
-            lambda s, dev: _loss_case(s, dev, backward=False),
-            target=4.0 if device == "cpu" else None,
+            lambda s, dev: _loss_case(s, dev, backward=False, tier=tier),
+            target=loss_target if on_cpu else None,
         ),
         Row(
-            f"{d}-targets-loss-backward",
+            f"{d}-targets-loss-backward{suffix}",
             device,
             "the same, forward + backward to the head outputs",
             "the same, forward + backward",
-            lambda s, dev: _loss_case(s, dev, backward=True),
-            target=4.0 if device == "cpu" else None,
+            lambda s, dev: _loss_case(s, dev, backward=True, tier=tier),
+            target=loss_target if on_cpu else None,
         ),
         Row(
-            f"{d}-postprocess-trained",
+            f"{d}-postprocess-trained{suffix}",
             device,
-            "postprocess, trained-like synthetic outputs: background dominates, "
+            f"{where}postprocess, trained-like synthetic outputs: background dominates, "
             "~1.2k candidates per image",
             _TV_POST,
-            lambda s, dev: _postprocess_case(s, dev, "trained"),
-            target=2.5 if device == "cpu" else None,
+            lambda s, dev: _postprocess_case(s, dev, "trained", tier),
+            target=post_target if on_cpu else None,
         ),
         Row(
-            f"{d}-postprocess-random",
+            f"{d}-postprocess-random{suffix}",
             device,
-            "postprocess, random logits: 400 candidates × 20 classes per image (NMS-bound)",
+            f"{where}postprocess, random logits: 400 candidates × 20 classes per image (NMS-bound)",
             _TV_POST,
-            lambda s, dev: _postprocess_case(s, dev, "random"),
-            target=2.5 if device == "cpu" else None,
+            lambda s, dev: _postprocess_case(s, dev, "random", tier),
+            target=post_target if on_cpu else None,
         ),
     ]
 
@@ -551,17 +565,18 @@ def _no_trained_model() -> str | None:
 
 ROWS: list[Row] = [
     *_hot_path_rows("cpu"),
+    *_hot_path_rows("cpu", "readable"),
     Row(
         "cpu-background-loss",
         "cpu",
-        f"loss.background_loss, the ranking of the negatives: -log p0 ({_SHAPE})",
+        f"fast.background_loss, the ranking of the negatives: -log p0 ({_SHAPE})",
         "-F.log_softmax(conf, -1)[..., 0] over the batch, as compute_loss ranks",
         _background_loss_case,
     ),
     Row(
         "cpu-postprocess-tiny-model",
         "cpu",
-        f"postprocess, real outputs of the trained slim model on {BATCH} shapes images",
+        f"fast.postprocess, real outputs of the trained slim model on {BATCH} shapes images",
         _TV_POST,
         _tiny_model_case,
         target=2.5,

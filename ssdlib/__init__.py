@@ -5,6 +5,7 @@ priors      default boxes: scales and aspect ratios (§2.2)
 matching    default boxes <-> ground truth, training targets (§2.2)
 loss        MultiBox loss with hard negative mining (§2.2)
 nms         non-maximum suppression and detections (§3)
+fast        the same results as box_iou, assign_targets, MultiBoxLoss and postprocess, faster
 model       the network: VGG16 base, extra layers, heads (§2.1, §3)
 weights     ImageNet VGG16, torchvision's COCO SSD300, model files
 data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders
@@ -15,9 +16,9 @@ viz         figures for the notebooks (viz_experiments: lessons 6-7); widgets: i
 experiments measured experiments, cached on the code and config that made them
 """
 
-# The functions train.train and evaluate.evaluate are not re-exported: their names would hide
-# the modules ssdlib.train and ssdlib.evaluate. Call them as ssdlib.train.train(...).
-from . import data, evaluate, experiments, report, train
+# No name here hides a module: the functions train.train, evaluate.evaluate and nms.nms are not
+# re-exported (ssdlib.nms is the module; call ssdlib.nms.nms(...), ssdlib.train.train(...)).
+from . import data, evaluate, experiments, fast, nms, report, train
 from .boxes import (
     VARIANCES,
     box_area,
@@ -42,9 +43,9 @@ from .data import (
 )
 from .evaluate import PRCurve, average_precision, coco_map, precision_recall, voc_map, voc_match
 from .loss import MultiBoxLoss, background_loss, hard_negative_mining
-from .matching import MatchDetails, assign_targets, match
+from .matching import MatchDetails, assign_targets, match, match_iou
 from .model import SSD, build_ssd
-from .nms import nms, nms_steps, postprocess, postprocess_reference
+from .nms import nms_steps, postprocess
 from .priors import (
     SSD300_COCO,
     SSD300_VOC,
@@ -106,6 +107,7 @@ __all__ = [
     "eval_transform",
     "evaluate",
     "experiments",
+    "fast",
     "from_torchvision",
     "hard_negative_mining",
     "linear_scales",
@@ -115,10 +117,10 @@ __all__ = [
     "load_weights",
     "make_loader",
     "match",
+    "match_iou",
     "nms",
     "nms_steps",
     "postprocess",
-    "postprocess_reference",
     "precision_recall",
     "preset",
     "report",

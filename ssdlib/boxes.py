@@ -18,9 +18,6 @@ from torch import Tensor
 
 VARIANCES = (0.1, 0.2)  # encoding scale from the original release; torchvision's BoxCoder
 # weights (10, 10, 5, 5) are 1 / variance, so both give the same targets.
-IOU_BLOCK_ELEMENTS = 131072  # box_iou works through rows in blocks of about this many pairs on a
-# CPU: its float32 temporaries of 512 KB stay in a core's L2 cache (1 MB on the machine of the
-# README's benchmarks; blocks twice as large ran 3× slower there, half as large 25% slower)
 MAX_LOG_SCALE = math.log(1000.0 / 16)  # torchvision's bbox_xform_clip: an untrained network can
 # predict any Δw, and exp() of a large one is inf; clamping keeps decoded boxes finite.
 
@@ -75,34 +72,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
             f"boxes1 and boxes2 need the same leading dims, got {tuple(boxes1.shape)} "
             f"and {tuple(boxes2.shape)}"
         )
-    dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
-    boxes1, boxes2 = boxes1.to(dtype), boxes2.to(dtype)
-    # One coordinate at a time, each copied to a contiguous vector first: an op over a strided
-    # column (every 4th float) is not vectorised and runs several times slower.
-    x1b, y1b, x2b, y2b = (c.contiguous()[..., None, :] for c in boxes2.unbind(-1))  # (..., 1, M)
-    # union = area1 + area2 - inter is 0 only when both boxes have zero area, and then inter is
-    # 0 too. Raising a zero area2 to the smallest float gives 0 / tiny = 0 there and changes no
-    # other union (a1 + tiny == a1), without a pass over the (N, M) matrix to clamp it.
-    area2 = ((x2b - x1b).clamp(min=0) * (y2b - y1b).clamp(min=0)).clamp_(
-        min=torch.finfo(dtype).tiny
-    )
-    x1a, y1a, x2a, y2a = (c.contiguous()[..., :, None] for c in boxes1.unbind(-1))  # (..., N, 1)
-    area1 = (x2a - x1a).clamp(min=0) * (y2a - y1a).clamp(min=0)  # (..., N, 1)
-    iou = boxes1.new_empty((*boxes1.shape[:-1], boxes2.shape[-2]))  # (..., N, M)
-    # On a CPU, a few rows at a time: each step's temporaries then stay in the cache instead of
-    # streaming (N, M) matrices through memory (2× faster for a batch's 80 objects × 8732).
-    n, row_size = iou.shape[-2], math.prod(iou.shape[:-2]) * iou.shape[-1]
-    rows = max(1, IOU_BLOCK_ELEMENTS // max(1, row_size)) if iou.device.type == "cpu" else n
-    for start in range(0, n, rows):
-        r = slice(start, start + rows)
-        inter = torch.minimum(x2a[..., r, :], x2b, out=iou[..., r, :])  # (..., r, M)
-        inter.sub_(torch.maximum(x1a[..., r, :], x1b)).clamp_(min=0)  # the overlap's width
-        height = torch.minimum(y2a[..., r, :], y2b).sub_(torch.maximum(y1a[..., r, :], y1b))
-        inter.mul_(height.clamp_(min=0))
-        # height's buffer is free again: the union goes there
-        union = torch.add(area1[..., r, :], area2, out=height).sub_(inter)
-        inter.div_(union)
-    return iou
+    area1 = box_area(boxes1)[..., :, None]  # (..., N, 1)
+    area2 = box_area(boxes2)[..., None, :]  # (..., 1, M)
+    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # (..., N, M, 2)
+    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)  # the overlap's width and height, 0 if none
+    inter = wh[..., 0] * wh[..., 1]  # (..., N, M)
+    union = area1 + area2 - inter
+    # union is 0 only for two boxes of zero area, and then inter is 0 too: 0 / tiny = 0
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
 
 
 def encode(

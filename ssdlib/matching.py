@@ -25,7 +25,6 @@ from torch import Tensor
 from .boxes import VARIANCES, box_iou, cxcywh_to_xyxy, encode
 
 IOU_THRESHOLD = 0.5  # "jaccard overlap higher than a threshold (0.5)" (SSD §2.2)
-BACKGROUND = 0  # class index of "no object"; real classes are 1..K-1
 NORMALISED_SLACK = 0.5  # ground truth may stick out of the image (unclipped annotations), but a
 # coordinate beyond half an image outside it is a box in pixels, not normalised
 
@@ -60,91 +59,36 @@ def _check_gt(gt_boxes: Tensor, where: str) -> None:
         raise _degenerate_box_error(gt_boxes, i, where)
 
 
-def _match_padded(iou: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
-    """Both matching rules on a padded batch: the readable version of :func:`_match_stacked`,
-    which the tests compare it with.
+def match_iou(
+    iou: Tensor, iou_threshold: float = IOU_THRESHOLD, valid: Tensor | None = None
+) -> Tensor:
+    """Both matching rules on an IoU matrix, of one image or of a padded batch.
 
     Args:
-        iou: ``(B, G, P)`` IoU of each ground truth with each default box.
-        valid: ``(B, G)`` bool, False for padding rows.
+        iou: ``(G, P)`` IoU of each ground truth with each default box, or ``(B, G, P)``.
+        iou_threshold: the overlap from which a default box is a positive (rule 1).
+        valid: ``(G,)`` or ``(B, G)`` bool, False for padding rows (which never match).
 
     Returns:
-        ``(B, P)`` long: index of the matched ground truth, -1 for background.
+        ``(P,)`` or ``(B, P)`` long: index of the matched ground truth, -1 for background.
     """
-    b, g, p = iou.shape
-    iou = iou.masked_fill(~valid[:, :, None], -1.0)  # padding never wins
+    *batch, g, p = iou.shape
+    matched = torch.full((*batch, p), -1, dtype=torch.long, device=iou.device)
     if g == 0:
-        return torch.full((b, p), -1, dtype=torch.long, device=iou.device)
+        return matched
+    if valid is None:
+        valid = torch.ones(iou.shape[:-1], dtype=torch.bool, device=iou.device)
+    iou = iou.masked_fill(~valid[..., None], -1.0)  # padding never wins
     # Rule 1: each default box takes its best ground truth if the overlap reaches the threshold.
-    best_iou, best_gt = iou.max(dim=1)  # (B, P)
-    matched = torch.where(best_iou >= iou_threshold, best_gt, -1)
-    # Rule 2: each ground truth takes its best default box. scatter_reduce("amax") lets the
-    # highest index win ties deterministically on every device.
-    best_prior = iou.argmax(dim=2)  # (B, G)
-    gt_idx = torch.arange(g, device=iou.device).expand(b, g)
-    forced = torch.full((b, p), -1, dtype=torch.long, device=iou.device)
-    forced.scatter_reduce_(1, best_prior, torch.where(valid, gt_idx, -1), reduce="amax")
+    best_iou, best_gt = iou.max(dim=-2)  # (..., P)
+    matched = torch.where(best_iou >= iou_threshold, best_gt, matched)
+    # Rule 2: each ground truth takes its best default box, whatever the overlap. Of objects
+    # sharing a best box the highest index wins (scatter_reduce "amax": the same on every device).
+    best_prior = iou.argmax(dim=-1)  # (..., G)
+    gt_index = torch.arange(g, device=iou.device).expand_as(best_prior)
+    forced = torch.full_like(matched, -1)
+    forced.scatter_reduce_(-1, best_prior, torch.where(valid, gt_index, -1), reduce="amax")
     return torch.where(forced >= 0, forced, matched)
-
-
-def _match_stacked(
-    iou: Tensor, image: Tensor, num_images: int, iou_threshold: float
-) -> tuple[Tensor, Tensor]:
-    """Both matching rules for a batch whose objects are stacked, not padded.
-
-    A batch pads to its most crowded image: 32 VOC images hold about 80 objects but pad to
-    32 × 12 rows. Stacking computes the IoU of the real objects only, and both rules work on
-    the few (object, box) pairs that matter (at or above the threshold; each object's best)
-    rather than on ``(B, P)`` temporaries.
-
-    Args:
-        iou: ``(N, P)`` IoU of every object of the batch with every default box.
-        image: ``(N,)`` long: each object's image, in image order.
-        num_images: ``B``.
-
-    Returns:
-        ``(B, P)`` long: the matched object's row of ``iou``, -1 for background; and the
-        positives' ``image · P + box`` indices, ascending. Ties go as in :func:`_match_padded`:
-        the first object wins rule 1, the last one rule 2.
-    """
-    n, p = iou.shape
-    matched = torch.full((num_images * p,), -1, dtype=torch.long, device=iou.device)  # (B*P,)
-    if n == 0:
-        return matched.view(num_images, p), matched[:0]
-    # Only a few hundred of the P boxes reach the threshold with any object. A maximum over the
-    # objects (down the columns: a fast, vectorised reduction) finds them, and both rules then
-    # read those columns instead of the whole matrix.
-    near = (iou.amax(dim=0) >= iou_threshold).nonzero().squeeze(1)  # (C,) ascending
-    near_iou = iou[:, near]  # (N, C)
-
-    # Rule 1: among the pairs at or above the threshold (a few per object), each (image, box)
-    # slot takes the object with the highest IoU, the first of equals (as torch.max does).
-    obj, col = (near_iou >= iou_threshold).nonzero(as_tuple=True)  # (A,) each
-    overlap = near_iou[obj, col]
-    slots, slot_of = torch.unique(image[obj] * p + near[col], return_inverse=True)  # (S,), (A,)
-    best = overlap.new_zeros(len(slots)).scatter_reduce_(
-        0, slot_of, overlap, "amax", include_self=False
-    )
-    is_best = overlap == best[slot_of]
-    matched[slots] = torch.zeros_like(slots).scatter_reduce_(
-        0, slot_of[is_best], obj[is_best], "amin", include_self=False
-    )
-    # Rule 2: each object takes its best default box; of objects sharing one, the last wins.
-    # An object whose best IoU reaches the threshold has that box among the columns above (the
-    # first of equals too, the columns being in order); the others search their whole row.
-    best_prior = torch.zeros(n, dtype=torch.long, device=iou.device)  # (N,)
-    elsewhere = torch.ones(n, dtype=torch.bool, device=iou.device)
-    if len(near):
-        best_overlap, best_col = near_iou.max(dim=1)
-        best_prior, elsewhere = near[best_col], best_overlap < iou_threshold
-    if elsewhere.any():
-        best_prior[elsewhere] = iou[elsewhere].argmax(dim=1)
-    forced, slot_of = torch.unique(image * p + best_prior, return_inverse=True)  # (F,), (N,)
-    objects = torch.arange(n, device=iou.device)
-    matched[forced] = torch.zeros_like(forced).scatter_reduce_(
-        0, slot_of, objects, "amax", include_self=False
-    )
-    return matched.view(num_images, p), torch.unique(torch.cat([slots, forced]))
 
 
 def _check_threshold(iou_threshold: float) -> None:
@@ -167,8 +111,7 @@ def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = IOU_THRESHOLD
     _check_gt(gt_boxes, "gt_boxes")
     _check_threshold(iou_threshold)
     iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (G, P)
-    image = torch.zeros(gt_boxes.shape[0], dtype=torch.long, device=gt_boxes.device)
-    return _match_stacked(iou, image, 1, iou_threshold)[0][0]
+    return match_iou(iou, iou_threshold)
 
 
 def _image_and_index(row: int, counts: list[int]) -> tuple[int, int]:
@@ -280,42 +223,40 @@ def assign_targets(
     """
     _check_priors(priors)
     _check_threshold(iou_threshold)
-    gt_boxes, gt_labels, counts = stack_targets(gt_boxes_list, gt_labels_list)  # (N, 4), (N,)
+    gt_boxes, gt_labels, valid = pad_targets(gt_boxes_list, gt_labels_list)  # (B, G, ...) each
     gt_boxes = gt_boxes.to(device=priors.device, dtype=priors.dtype)
-    gt_labels = gt_labels.to(priors.device)
-    b, p = len(counts), priors.shape[0]
-    image = torch.repeat_interleave(torch.arange(b), torch.tensor(counts)).to(priors.device)
+    gt_labels, valid = gt_labels.to(priors.device), valid.to(priors.device)
+    b, g = valid.shape
 
-    iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # (N, P)
-    matched, positive = _match_stacked(iou, image, b, iou_threshold)  # (B, P), (N_pos,)
+    # IoU of each image's objects with every default box, padded to the most objects (padding
+    # rows are 0 and masked by valid).
+    priors_xyxy = cxcywh_to_xyxy(priors)
+    per_image = [box_iou(boxes.to(priors), priors_xyxy) for boxes in gt_boxes_list]  # (G_i, P)
+    iou = torch.nn.utils.rnn.pad_sequence(per_image, batch_first=True)  # (B, G, P)
+    matched = match_iou(iou, iou_threshold, valid)  # (B, P), -1 = background
+    positive = matched >= 0
 
-    # Encode only the positives (a few hundred of B·P boxes), then scatter them into place.
-    obj, prior = matched.view(-1)[positive], positive % p  # (N_pos,) each
-    labels = torch.zeros_like(matched)  # (B, P), 0 = background
-    labels.view(-1)[positive] = gt_labels[obj]
-    loc_targets = priors.new_zeros(b, p, 4)
-    loc_targets.view(-1, 4)[positive] = encode(gt_boxes[obj], priors[prior], variances)
+    # Each default box's matched object (background boxes read object 0, then are zeroed).
+    obj = matched.clamp(min=0)  # (B, P)
+    if g == 0:  # no image has an object: every box is background
+        labels, loc_targets = torch.zeros_like(matched), priors.new_zeros(b, len(priors), 4)
+    else:
+        labels = torch.where(positive, gt_labels.gather(1, obj), 0)  # (B, P), 0 = background
+        matched_boxes = gt_boxes.gather(1, obj[..., None].expand(-1, -1, 4))  # (B, P, 4)
+        offsets = encode(matched_boxes, priors, variances)  # (B, P, 4)
+        loc_targets = torch.where(positive[..., None], offsets, 0.0)
     if not return_details:
         return loc_targets, labels
 
-    # The same matches in the padded (B, G, ...) layout the figures index by image and object.
-    counts_t = torch.tensor(counts, device=priors.device)
-    first = counts_t.cumsum(0) - counts_t  # (B,) row of each image's first object
-    g = max(counts)
-    row_in_image = torch.arange(len(image), device=priors.device) - first[image]  # (N,)
-    padded_iou = iou.new_zeros(b, g, p)
-    padded_iou[image, row_in_image] = iou
-    valid = torch.zeros(b, g, dtype=torch.bool, device=priors.device)
-    valid[image, row_in_image] = True
-    masked_iou = padded_iou.masked_fill(~valid[:, :, None], -1.0)
-    best_iou = masked_iou.max(dim=1).values if g else iou.new_zeros(b, p)
+    masked_iou = iou.masked_fill(~valid[:, :, None], -1.0)
+    best_iou = masked_iou.max(dim=1).values if g else iou.new_zeros(matched.shape)
     above = best_iou >= iou_threshold
     details = MatchDetails(
-        iou=padded_iou,
+        iou=iou,
         valid=valid,
-        matched_gt=torch.where(matched >= 0, matched - first[:, None], -1),
-        above_threshold=above & (matched >= 0),
-        forced=(matched >= 0) & ~above,
+        matched_gt=matched,
+        above_threshold=above & positive,
+        forced=positive & ~above,
         best_prior=masked_iou.argmax(dim=2),
     )
     return loc_targets, labels, details

@@ -6,10 +6,10 @@ non-maximum suppression (nms) efficiently during inference. By using a confidenc
 keep the top 200 detections per image."
 
 :func:`nms` is the greedy algorithm written out to be read; :func:`nms_steps` records every step
-for the notebook's slider; :func:`postprocess_reference` turns raw outputs into detections with
-plain loops over images and classes; :func:`postprocess` computes the same detections fast:
-batched, with torchvision.ops' compiled NMS kernel, and on only as many candidates as the top
-200 detections need (the tests compare the two).
+for the notebook's slider; :func:`postprocess` turns raw outputs into detections, with
+``torchvision.ops.batched_nms`` for the per-class NMS (the tests check it against loops over
+images and classes with :func:`nms`). ``SSD.detect`` uses :func:`ssdlib.fast.postprocess`,
+which gives the same detections and does less work to get there.
 
 Letters: ``B`` images, ``P`` default boxes, ``K`` classes including background 0.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import nms as tv_nms
+from torchvision.ops import batched_nms
 
 from .boxes import VARIANCES, box_iou, clip_boxes, decode
 
@@ -123,15 +123,6 @@ def _to_pixels(det: dict[str, Tensor], image_size: tuple[int, int] | None) -> di
     return det
 
 
-PREFIX_PER_DETECTION = 2  # postprocess first tries each image's best 2 × top_k (box, class)
-# pairs: NMS rarely removes half of them, so this usually yields the top_k detections ...
-PREFIX_GROWTH = 4  # ... and an image that falls short tries 4 times as many, and so on
-GROUP_SHIFT = 2.0  # candidates are clipped to [0, 1], so shifting group g by 2g keeps groups apart
-NMS_CALL_MAX_BOXES = {"cpu": 0, "cuda": 5000}  # candidates one NMS call may take (at least one
-# image's): the CPU kernel costs kept × candidates, so one image per call; the CUDA kernel
-# compares all pairs at once, so images share a call up to an (M × M)-bit mask of 3 MB
-
-
 def _check_postprocess_args(
     score_threshold: float, iou_threshold: float, top_k: int, candidates_per_class: int
 ) -> None:
@@ -145,115 +136,6 @@ def _check_postprocess_args(
         )
 
 
-def _in_reference_order(
-    pair_scores: Tensor, pair_idx: Tensor, p: int, k: int
-) -> tuple[Tensor, Tensor]:
-    """Sort ``(N, n)`` (box, class) pairs best first, breaking ties of score by class, then by
-    box, as the per-class loop of :func:`postprocess_reference` (and torchvision) does."""
-    class_major = (pair_idx % k) * p + pair_idx // k  # (N, n)
-    by_class = class_major.argsort(dim=1)
-    pair_scores, pair_idx = pair_scores.gather(1, by_class), pair_idx.gather(1, by_class)
-    by_score = pair_scores.argsort(dim=1, descending=True, stable=True)
-    return pair_scores.gather(1, by_score), pair_idx.gather(1, by_score)
-
-
-def _rank_in_group(groups: Tensor) -> Tensor:
-    """``(M,)`` group ids of entries sorted best first -> each entry's rank inside its group
-    (0 for the group's best), ``(M,)`` long."""
-    order = groups.argsort(stable=True)  # grouped, still best first inside each group
-    counts = torch.bincount(groups)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(groups)
-    rank[order] = torch.arange(len(groups), device=groups.device) - starts[groups[order]]
-    return rank
-
-
-def _image_chunks(counts: list[int], max_boxes: int) -> list[tuple[int, int]]:
-    """Consecutive images ``[first, stop)`` grouped so that each group has at most ``max_boxes``
-    candidates (an image with more forms a group alone); every image is in one group."""
-    chunks, first, total = [], 0, 0
-    for i, count in enumerate(counts):
-        if i > first and total + count > max_boxes:
-            chunks.append((first, i))
-            first, total = i, 0
-        total += count
-    if counts:
-        chunks.append((first, len(counts)))
-    return chunks
-
-
-def _detect(
-    pair_scores: Tensor,
-    pair_idx: Tensor,
-    complete: Tensor,
-    images: Tensor,
-    loc_pred: Tensor,
-    priors: Tensor,
-    num_classes: int,
-    score_threshold: float,
-    iou_threshold: float,
-    top_k: int,
-    candidates_per_class: int,
-    variances: tuple[float, float],
-) -> tuple[list[dict[str, Tensor]], list[int]]:
-    """Detections from the best (box, class) pairs of some images.
-
-    Args:
-        pair_scores: ``(N, n)`` class probabilities of N images, best first in each row.
-        pair_idx: ``(N, n)`` long: the pair, as ``box * K + class``.
-        complete: ``(N,)`` bool: the row holds every candidate of its image.
-        images: ``(N,)`` long: the row's image in ``loc_pred``.
-        loc_pred: ``(B, P, 4)`` offsets.
-
-    Returns:
-        N dicts (normalised boxes), and the number of detections of each.
-    """
-    b, n = pair_scores.shape
-    k = num_classes
-    prior, cls = pair_idx // k, pair_idx % k  # (N, n) each
-    row = torch.arange(b, device=pair_idx.device)[:, None].expand(b, n)
-    rank = _rank_in_group((row * k + cls).flatten()).view(b, n)
-    chosen = (pair_scores > score_threshold) & (rank < candidates_per_class)
-    # Where a row was cut, pairs tied with its last score may have lost their tie to a pair
-    # left out: only pairs strictly better than the last one are certain.
-    chosen &= complete[:, None] | (pair_scores > pair_scores[:, -1:])
-    row, j = chosen.nonzero(as_tuple=True)  # (M,) each: row-major, best first in each row
-    box_idx, cls, scores = prior[row, j], cls[row, j], pair_scores[row, j]
-    offsets = loc_pred[images[row], box_idx].float()  # (M, 4): only the candidates are decoded
-    boxes = clip_boxes(decode(offsets, priors[box_idx].float(), variances))
-
-    # Per-class NMS, one call per group of images (each call returns its survivors best first).
-    # Inside a call, each (image, class) group is shifted by GROUP_SHIFT × its number: shifted
-    # groups never overlap, so one call runs every group's NMS (torchvision's batched_nms trick).
-    counts = torch.bincount(row, minlength=b).tolist()
-    chunks = _image_chunks(counts, NMS_CALL_MAX_BOXES.get(boxes.device.type, 0))
-    first_row = torch.tensor([f for f, stop in chunks for _ in range(f, stop)], device=row.device)
-    group = (row - first_row[row]) * k + cls  # (M,) numbered from 0 inside each call
-    # In float64, where adding a shift of a few hundred loses none of a box's float32 bits.
-    shifted = boxes.double() + (group * GROUP_SHIFT)[:, None]
-    scores64 = scores.double()
-    ends = torch.tensor(counts).cumsum(0).tolist()
-    kept = []
-    for f, stop in chunks:
-        start, end = ends[f] - counts[f], ends[stop - 1]
-        if end > start:
-            kept.append(tv_nms(shifted[start:end], scores64[start:end], iou_threshold) + start)
-    keep = torch.cat(kept) if kept else row.new_zeros(0)
-    # Back to row order (a stable sort keeps each row's best-first order), then top_k each.
-    keep = keep[row[keep].argsort(stable=True)]
-    kept_per_row = torch.bincount(row[keep], minlength=b)
-    starts = torch.cumsum(kept_per_row, 0) - kept_per_row
-    keep = keep[torch.arange(len(keep), device=keep.device) - starts[row[keep]] < top_k]
-    found = torch.bincount(row[keep], minlength=b).tolist()
-    detections = [
-        {"boxes": bx, "scores": sc, "labels": lb}
-        for bx, sc, lb in zip(
-            boxes[keep].split(found), scores[keep].split(found), cls[keep].split(found), strict=True
-        )
-    ]
-    return detections, found
-
-
 def postprocess(
     loc_pred: Tensor,
     conf_pred: Tensor,
@@ -265,15 +147,9 @@ def postprocess(
     variances: tuple[float, float] = VARIANCES,
     image_sizes: list[tuple[int, int]] | None = None,
 ) -> list[dict[str, Tensor]]:
-    """Raw network outputs -> detections, for the whole batch at once.
-
-    Gives the detections of :func:`postprocess_reference`: per image, softmax; per class the
+    """Raw network outputs -> detections: per image, softmax; per class the
     ``candidates_per_class`` best scores above ``score_threshold``; per-class NMS; the ``top_k``
-    best survivors. It does less work to get there. Greedy NMS decides a box from the better
-    boxes of its class alone, so an image's best ``n`` (box, class) pairs, whatever their
-    classes, go through NMS exactly as they would among all candidates; if ``top_k`` of them
-    survive, no worse pair could make the cut, and those are never decoded or compared. We try
-    ``n = PREFIX_PER_DETECTION × top_k`` and grow ``n`` for an image where too few survive.
+    best survivors (SSD §3). :func:`ssdlib.fast.postprocess` gives the same detections faster.
 
     Args:
         loc_pred: ``(B, P, 4)`` offsets.
@@ -291,76 +167,40 @@ def postprocess(
     """
     _check_outputs(loc_pred, conf_pred, priors)
     _check_postprocess_args(score_threshold, iou_threshold, top_k, candidates_per_class)
-    b, p, k = conf_pred.shape
+    b = len(conf_pred)
     if image_sizes is not None and len(image_sizes) != b:
         raise ValueError(f"got {len(image_sizes)} image sizes for {b} images")
-    args = (k, score_threshold, iou_threshold, top_k, candidates_per_class, variances)
-    detections: list[dict[str, Tensor]] = [{}] * b
     with torch.no_grad():
         scores = F.softmax(conf_pred.float(), dim=-1)  # (B, P, K)
-        scores[..., 0] = -1.0  # background is never a detection: below every threshold
-        pairs = scores.view(b, p * k)  # (B, P*K): entry j is default box j // K, class j % K
-        todo = torch.arange(b, device=pairs.device)  # images without their detections yet
-        n = max(top_k, 1) * PREFIX_PER_DETECTION
-        while len(todo):
-            n = min(n, p * k)
-            rows = pairs if len(todo) == b else pairs[todo]
-            best_scores, best_idx = _in_reference_order(*rows.topk(n, dim=1), p, k)  # (N, n)
-            complete = (best_scores[:, -1] <= score_threshold) | (n == p * k)  # (N,)
-            dets, found = _detect(best_scores, best_idx, complete, todo, loc_pred, priors, *args)
-            short = []
-            for i, det, count, whole in zip(
-                todo.tolist(), dets, found, complete.tolist(), strict=True
-            ):
-                if count < top_k and not whole:
-                    short.append(i)  # too few survivors among the first n: look further
-                else:
-                    detections[i] = det
-            todo = torch.tensor(short, dtype=torch.long, device=pairs.device)
-            n *= PREFIX_GROWTH
-    return [
-        _to_pixels(det, image_sizes[i] if image_sizes is not None else None)
-        for i, det in enumerate(detections)
-    ]
-
-
-def postprocess_reference(
-    loc_pred: Tensor,
-    conf_pred: Tensor,
-    priors: Tensor,
-    score_threshold: float = SCORE_THRESHOLD,
-    iou_threshold: float = NMS_IOU_THRESHOLD,
-    top_k: int = TOP_K,
-    candidates_per_class: int = CANDIDATES_PER_CLASS,
-    variances: tuple[float, float] = VARIANCES,
-) -> list[dict[str, Tensor]]:
-    """:func:`postprocess` as plain loops over images and classes, with the readable :func:`nms`.
-
-    Slow; the tests use it as the oracle for the fast path. Normalised boxes only.
-    """
-    _check_outputs(loc_pred, conf_pred, priors)
-    detections = []
-    for loc, conf in zip(loc_pred.float(), conf_pred.float(), strict=True):
-        scores = F.softmax(conf, dim=-1)  # (P, K)
-        boxes = clip_boxes(decode(loc, priors.float(), variances))  # (P, 4)
-        all_boxes, all_scores, all_labels = [], [], []
-        for c in range(1, conf.shape[-1]):
-            s = scores[:, c]
-            s, idx = s.sort(descending=True, stable=True)  # ties: the lower box first
-            s, idx = s[:candidates_per_class], idx[:candidates_per_class]
-            above = s > score_threshold
-            s, idx = s[above], idx[above]
-            kept = nms(boxes[idx], s, iou_threshold)
-            all_boxes.append(boxes[idx][kept])
-            all_scores.append(s[kept])
-            all_labels.append(torch.full((len(kept),), c, dtype=torch.long))
-        s = torch.cat(all_scores)
-        order = s.argsort(descending=True, stable=True)[:top_k]
-        detections.append(
-            {
-                "boxes": torch.cat(all_boxes)[order],
-                "scores": s[order],
-                "labels": torch.cat(all_labels)[order],
-            }
-        )
+        boxes = clip_boxes(decode(loc_pred.float(), priors.float(), variances))  # (B, P, 4)
+        detections = []
+        n = min(max(candidates_per_class, 1), conf_pred.shape[1])
+        for i in range(b):
+            image_scores = scores[i, :, 1:]  # (P, K-1): background is never a detection
+            above = image_scores > score_threshold  # (P, K-1)
+            if (above.sum(dim=0) > candidates_per_class).any():
+                # A class has more candidates than it keeps: none below its n-th best score can
+                # make the cut (a top-k finds that score, cheaper than a sort).
+                cutoff = image_scores.topk(n, dim=0).values[-1]  # (K-1,)
+                above &= image_scores >= cutoff
+            box, cls = above.nonzero(as_tuple=True)  # (M,) each, box by box
+            s, cls = image_scores[box, cls], cls + 1
+            # Sorted best first, then by class (stable sorts: of equal scores the lower box stays
+            # first); each class keeps its first candidates_per_class.
+            order = s.argsort(descending=True, stable=True)
+            order = order[cls[order].argsort(stable=True)]
+            first_of_its_class = torch.searchsorted(cls[order], cls[order])
+            rank = torch.arange(len(order), device=order.device) - first_of_its_class
+            order = order[rank < candidates_per_class]
+            box, cls, s = box[order], cls[order], s[order]
+            # Per-class NMS in one call. batched_nms keeps classes apart by shifting each
+            # class's boxes by its number: in float64, the shift loses none of a box's bits.
+            keep = batched_nms(boxes[i, box].double(), s.double(), cls, iou_threshold)
+            # Best first; of equal scores the lower class, then the better-ranked box (as a loop
+            # over classes would give); then the top_k.
+            keep = keep.sort().values
+            keep = keep[s[keep].argsort(descending=True, stable=True)][:top_k]
+            size = image_sizes[i] if image_sizes is not None else None
+            det = {"boxes": boxes[i, box[keep]], "scores": s[keep], "labels": cls[keep]}
+            detections.append(_to_pixels(det, size))
     return detections

@@ -38,8 +38,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from . import fast
 from .evaluate import VOC_IOU_THRESHOLD, PRCurve, _class_ids, _iou_numpy, _read_inputs
-from .nms import NMS_IOU_THRESHOLD, SCORE_THRESHOLD, TOP_K, postprocess
+from .nms import NMS_IOU_THRESHOLD, SCORE_THRESHOLD, TOP_K
 from .viz import GT_COLOR, PALETTE, draw_boxes, plot_detections, show_image
 
 REPORT_SCORE_THRESHOLD = 0.5  # a detection someone would act on; mAP itself uses every score
@@ -794,7 +795,7 @@ class InferenceTiming:
     device: str
     precision: str  # "fp32", "bf16" or "fp16" (autocast around the network)
     network_ms: float  # the forward pass: images (B, 3, S, S) -> loc, conf
-    postprocess_ms: float  # decode + per-class NMS + top-k (ssdlib.nms.postprocess)
+    postprocess_ms: float  # decode + per-class NMS + top-k (ssdlib.fast.postprocess)
     total_ms: float  # both, timed together: what one call of model.detect costs, per batch
 
     @property
@@ -847,7 +848,7 @@ def measure_inference(
     """Time the network and the post-processing per batch size (SSD §3.7, Table 7).
 
     Each call runs the forward pass (in inference mode, under autocast for bf16/fp16), waits
-    for the device, runs :func:`ssdlib.nms.postprocess` with the paper's settings and waits
+    for the device, runs :func:`ssdlib.fast.postprocess` with the paper's settings and waits
     again; the median of ``repeats`` calls is reported, after ``warmup`` untimed ones. Images
     are already ``S × S`` on the device: resizing and copying are not timed. The NMS time
     depends on how many boxes pass ``score_threshold``, so real images (``images``) give a
@@ -904,7 +905,7 @@ def measure_inference(
                         loc, conf = model(batch)  # (B, P, 4), (B, P, K)
                     _synchronize(device)
                     middle = time.perf_counter()
-                    postprocess(loc, conf, model.priors, score_threshold, iou_threshold, top_k)
+                    fast.postprocess(loc, conf, model.priors, score_threshold, iou_threshold, top_k)
                     _synchronize(device)
                     end = time.perf_counter()
                 if call >= warmup:

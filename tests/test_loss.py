@@ -5,10 +5,17 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection import ssd300_vgg16
 
+from ssdlib import fast
 from ssdlib.boxes import cxcywh_to_xyxy
 from ssdlib.loss import MultiBoxLoss, background_loss, hard_negative_mining
 from ssdlib.matching import assign_targets, match
 from ssdlib.priors import SSD300_COCO, default_boxes
+
+BACKGROUND_LOSS = [
+    pytest.param(background_loss, id="readable"),
+    pytest.param(fast.background_loss, id="fast"),
+]
+LOSSES = [pytest.param(MultiBoxLoss, id="readable"), pytest.param(fast.MultiBoxLoss, id="fast")]
 
 
 def test_mining_by_hand():
@@ -48,7 +55,8 @@ def make_batch(device, b=4, generator=None):
     return gts, labels
 
 
-def test_loss_equals_torchvision_compute_loss(device):
+@pytest.mark.parametrize("MultiBoxLoss", LOSSES)
+def test_loss_equals_torchvision_compute_loss(MultiBoxLoss, device):
     model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=91)
     priors = default_boxes(SSD300_COCO, device=device)
     anchors = cxcywh_to_xyxy(priors) * 300
@@ -69,8 +77,9 @@ def test_loss_equals_torchvision_compute_loss(device):
     torch.testing.assert_close(conf_loss, theirs["classification"], rtol=1e-4, atol=1e-4)
 
 
-def test_loss_equals_dense_reference_and_its_gradients():
-    """The sparse implementation equals the obvious dense one, gradients included."""
+@pytest.mark.parametrize("MultiBoxLoss", LOSSES)
+def test_loss_equals_dense_reference_and_its_gradients(MultiBoxLoss):
+    """Equals the obvious dense computation, gradients included."""
     priors = default_boxes(SSD300_COCO)
     gts, labels = make_batch("cpu")
     loc_t, lab_t = assign_targets(gts, labels, priors)
@@ -94,7 +103,8 @@ def test_loss_equals_dense_reference_and_its_gradients():
     torch.testing.assert_close(grads[1], conf.grad)
 
 
-def test_batch_without_objects_gives_zero_localisation_loss(device):
+@pytest.mark.parametrize("MultiBoxLoss", LOSSES)
+def test_batch_without_objects_gives_zero_localisation_loss(MultiBoxLoss, device):
     priors = default_boxes(SSD300_COCO, device=device)
     empty = [torch.zeros(0, 4, device=device)] * 2
     loc_t, lab_t = assign_targets(
@@ -108,7 +118,8 @@ def test_batch_without_objects_gives_zero_localisation_loss(device):
     assert torch.isfinite(loc.grad).all()
 
 
-def test_loss_rejects_mismatched_shapes():
+@pytest.mark.parametrize("MultiBoxLoss", LOSSES)
+def test_loss_rejects_mismatched_shapes(MultiBoxLoss):
     crit = MultiBoxLoss()
     with pytest.raises(ValueError, match=r"conf_pred of shape \(B, P, K\)"):
         crit(
@@ -121,8 +132,9 @@ def test_loss_rejects_mismatched_shapes():
         crit(torch.zeros(2, 5, 4), torch.zeros(2, 5, 3), torch.zeros(2, 5, 4), torch.zeros(2, 5))
 
 
+@pytest.mark.parametrize("background_loss", BACKGROUND_LOSS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_background_loss_equals_the_whole_batch_log_softmax(dtype, device):
+def test_background_loss_equals_the_whole_batch_log_softmax(background_loss, dtype, device):
     """Computed a few images at a time (11 images: a partial last chunk), to float32 rounding."""
     conf = (torch.randn(11, 300, 7) * 4).to(device, dtype)
     expected = -F.log_softmax(conf.float(), dim=-1)[..., 0]
@@ -133,7 +145,8 @@ def test_background_loss_equals_the_whole_batch_log_softmax(dtype, device):
         background_loss(conf[0])
 
 
-def test_background_loss_survives_logits_that_overflow_exp(device):
+@pytest.mark.parametrize("background_loss", BACKGROUND_LOSS)
+def test_background_loss_survives_logits_that_overflow_exp(background_loss, device):
     """A class 200 above the background: exp(200) is inf in float32, the loss is still ~200;
     the opposite extreme (background 200 above) underflows to p_0 = 1 and a loss of 0."""
     conf = torch.randn(3, 50, 5, device=device)
@@ -148,7 +161,8 @@ def test_background_loss_survives_logits_that_overflow_exp(device):
     assert got[1, 4] == pytest.approx(2e4)
 
 
-def test_background_loss_keeps_nan_where_log_softmax_has_it(device):
+@pytest.mark.parametrize("background_loss", BACKGROUND_LOSS)
+def test_background_loss_keeps_nan_where_log_softmax_has_it(background_loss, device):
     conf = torch.randn(2, 10, 4, device=device)
     conf[1, 3, 2] = float("nan")
     got = background_loss(conf)
@@ -156,7 +170,8 @@ def test_background_loss_keeps_nan_where_log_softmax_has_it(device):
 
 
 @pytest.mark.parametrize("bad", [-1, 8])
-def test_labels_outside_the_classes_are_refused(bad):
+@pytest.mark.parametrize("MultiBoxLoss", LOSSES)
+def test_labels_outside_the_classes_are_refused(MultiBoxLoss, bad):
     """A label >= K used to fail deep inside cross_entropy; a negative one gave a zero loss."""
     loc, conf = torch.zeros(1, 4, 4), torch.zeros(1, 4, 8)
     labels = torch.tensor([[0, 1, bad, 0]])

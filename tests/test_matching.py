@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection._utils import SSDMatcher
 
-from ssdlib.boxes import box_iou, cxcywh_to_xyxy, encode
+from ssdlib.boxes import cxcywh_to_xyxy, encode
 from ssdlib.matching import assign_targets, match
 from ssdlib.priors import SSD300_VOC, default_boxes
 
@@ -148,40 +148,6 @@ def test_assign_targets_rejects_bad_input():
         assign_targets([random_gt(2)], [torch.tensor([1])], priors)
     with pytest.raises(ValueError, match=r"priors of shape \(P, 4\)"):
         match(random_gt(2), torch.zeros(4, 3))
-
-
-def _batch_with_ties(generator, counts):
-    """Ground truth snapped to a coarse grid, with duplicated boxes: many exactly equal IoUs."""
-    gts = []
-    for n in counts:
-        g = (random_gt(n, generator) * 10).round() / 10
-        g[:, 2:] = torch.maximum(g[:, 2:], g[:, :2] + 0.1)
-        if n > 2:
-            g[-1] = g[0]  # the same object twice: every IoU ties
-        gts.append(g)
-    return gts
-
-
-@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
-def test_stacked_matching_equals_the_padded_reference(threshold, device):
-    from ssdlib.matching import _match_padded, _match_stacked, pad_targets
-
-    priors_xyxy = cxcywh_to_xyxy(default_boxes(SSD300_VOC, device=device))
-    generator = torch.Generator().manual_seed(int(threshold * 10))
-    counts = [3, 0, 7, 1, 12, 2]
-    gts = [g.to(device) for g in _batch_with_ties(generator, counts)]
-    labels = [torch.ones(n, dtype=torch.long, device=device) for n in counts]
-
-    padded, _, valid = pad_targets(gts, labels)
-    reference = _match_padded(box_iou(padded, priors_xyxy.expand(6, -1, -1)), valid, threshold)
-
-    image = torch.repeat_interleave(torch.arange(6), torch.tensor(counts)).to(device)
-    rows, positive = _match_stacked(box_iou(torch.cat(gts), priors_xyxy), image, 6, threshold)
-    assert torch.equal(positive, (rows.view(-1) >= 0).nonzero().squeeze(1))
-    first = torch.tensor([0, *counts[:-1]], device=device).cumsum(0)  # row of each image's first
-    stacked = torch.where(rows >= 0, rows - first[:, None], -1)
-    assert torch.equal(stacked, reference)
-    assert (stacked[1] == -1).all()  # the image without objects
 
 
 def test_pixel_boxes_are_refused_with_a_hint():

@@ -1,14 +1,15 @@
-"""NMS and postprocess against torchvision.ops.nms and torchvision's SSD.postprocess_detections."""
-
-import sys
+"""NMS and postprocess against torchvision.ops.nms, torchvision's SSD.postprocess_detections and
+plain loops over images and classes. Every postprocess test runs the readable function and its
+fast twin (ssdlib.fast.postprocess); tests/test_fast.py covers what only the fast path has."""
 
 import pytest
 import torch
 import torchvision
 from torchvision.models.detection import ssd300_vgg16
 
-from ssdlib.boxes import cxcywh_to_xyxy
-from ssdlib.nms import nms, nms_steps, postprocess, postprocess_reference
+from ssdlib import fast
+from ssdlib.boxes import clip_boxes, cxcywh_to_xyxy, decode
+from ssdlib.nms import nms, nms_steps, postprocess
 from ssdlib.priors import SSD300_COCO, default_boxes
 
 
@@ -83,8 +84,15 @@ def raw_outputs(b, p, k, device, peaked=False, seed=0):
     return loc.to(device), conf.to(device)
 
 
+POSTPROCESS = [
+    pytest.param(postprocess, id="readable"),
+    pytest.param(fast.postprocess, id="fast"),
+]
+
+
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
 @pytest.mark.parametrize("peaked", [False, True])
-def test_postprocess_equals_torchvision(peaked, device):
+def test_postprocess_equals_torchvision(postprocess, peaked, device):
     model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21)
     priors = default_boxes(SSD300_COCO, device=device)
     anchors = cxcywh_to_xyxy(priors) * 300
@@ -100,18 +108,15 @@ def test_postprocess_equals_torchvision(peaked, device):
         torch.testing.assert_close(o["boxes"], t["boxes"], rtol=0, atol=1e-3)
 
 
-def test_postprocess_fast_path_equals_reference_loops():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_postprocess_equals_reference_loops(postprocess):
     priors = default_boxes(SSD300_COCO)
     loc, conf = raw_outputs(2, priors.shape[0], 6, "cpu", seed=3)
-    for fast, ref in zip(
-        postprocess(loc, conf, priors), postprocess_reference(loc, conf, priors), strict=True
-    ):
-        assert torch.equal(fast["labels"], ref["labels"])
-        torch.testing.assert_close(fast["scores"], ref["scores"])
-        torch.testing.assert_close(fast["boxes"], ref["boxes"])
+    assert_same_detections(postprocess(loc, conf, priors), reference_loops(loc, conf, priors))
 
 
-def test_postprocess_limits_and_thresholds():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_postprocess_limits_and_thresholds(postprocess):
     priors = default_boxes(SSD300_COCO)
     loc, conf = raw_outputs(2, priors.shape[0], 21, "cpu")
     out = postprocess(loc, conf, priors, top_k=50, score_threshold=0.2)
@@ -123,7 +128,8 @@ def test_postprocess_limits_and_thresholds():
         assert det["labels"].min() >= 1
 
 
-def test_postprocess_with_nothing_above_threshold():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_postprocess_with_nothing_above_threshold(postprocess):
     priors = default_boxes(SSD300_COCO)
     loc, conf = raw_outputs(2, priors.shape[0], 21, "cpu")
     out = postprocess(loc, conf, priors, score_threshold=1.0)
@@ -131,44 +137,21 @@ def test_postprocess_with_nothing_above_threshold():
     assert out[0]["boxes"].shape == (0, 4)
 
 
-def test_postprocess_rejects_misaligned_priors():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_postprocess_rejects_misaligned_priors(postprocess):
     with pytest.raises(ValueError, match=r"priors of shape \(10, 4\)"):
         postprocess(torch.zeros(1, 10, 4), torch.zeros(1, 10, 3), torch.zeros(9, 4))
 
 
-def _assert_same_detections(fast, ref):
+def assert_same_detections(fast, ref):
     for i, (f, r) in enumerate(zip(fast, ref, strict=True)):
         assert torch.equal(f["labels"], r["labels"]), f"image {i}"
         torch.testing.assert_close(f["scores"], r["scores"], rtol=0, atol=0)
         torch.testing.assert_close(f["boxes"], r["boxes"])
 
 
-def test_postprocess_grows_the_prefix_when_nms_removes_too_much(monkeypatch):
-    """Every box regresses onto the same spot: NMS keeps one box per class, far fewer than
-    top_k, so the fast path must look past its first candidates (and still equal the loops)."""
-    nms_module = sys.modules["ssdlib.nms"]
-    rounds = []
-    detect = nms_module._detect
-    monkeypatch.setattr(
-        nms_module, "_detect", lambda *a, **kw: rounds.append(len(a[0])) or detect(*a, **kw)
-    )
-    monkeypatch.setattr(nms_module, "PREFIX_GROWTH", 2)
-    priors = default_boxes(SSD300_COCO)
-    loc, conf = raw_outputs(2, priors.shape[0], 5, "cpu", seed=4)
-    loc = cxcywh_offsets_onto(priors, torch.tensor([0.5, 0.5, 0.3, 0.3]))[None].repeat(2, 1, 1)
-    fast = postprocess(loc, conf, priors, top_k=20)
-    assert len(rounds) > 2, "the prefix never grew: the test does not reach that path"
-    _assert_same_detections(fast, postprocess_reference(loc, conf, priors, top_k=20))
-
-
-def cxcywh_offsets_onto(priors, box_cxcywh):
-    """Offsets (v = 0.1, 0.2) that decode every default box to the same ``box_cxcywh``."""
-    centre = (box_cxcywh[:2] - priors[:, :2]) / (priors[:, 2:] * 0.1)
-    size = torch.log(box_cxcywh[2:] / priors[:, 2:]) / 0.2
-    return torch.cat([centre, size], dim=1)
-
-
-def test_postprocess_breaks_score_ties_like_the_reference():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_postprocess_breaks_score_ties_like_the_reference(postprocess):
     """Integer logits: thousands of exactly equal scores, within and across classes."""
     priors = default_boxes(SSD300_COCO)
     g = torch.Generator().manual_seed(5)
@@ -176,30 +159,13 @@ def test_postprocess_breaks_score_ties_like_the_reference():
     conf = torch.randint(0, 4, (2, priors.shape[0], 4), generator=g).float()
     conf[..., 0] += 2
     for top_k in (10, 200):
-        fast = postprocess(loc, conf, priors, top_k=top_k, candidates_per_class=50)
-        ref = postprocess_reference(loc, conf, priors, top_k=top_k, candidates_per_class=50)
-        _assert_same_detections(fast, ref)
+        ours = postprocess(loc, conf, priors, top_k=top_k, candidates_per_class=50)
+        ref = reference_loops(loc, conf, priors, top_k=top_k, candidates_per_class=50)
+        assert_same_detections(ours, ref)
 
 
-def test_postprocess_grouping_images_per_nms_call_changes_nothing(monkeypatch):
-    """What CUDA does (several images per NMS call), on the CPU."""
-    priors = default_boxes(SSD300_COCO)
-    loc, conf = raw_outputs(3, priors.shape[0], 6, "cpu", seed=6)
-    one_by_one = postprocess(loc, conf, priors)
-    monkeypatch.setitem(sys.modules["ssdlib.nms"].NMS_CALL_MAX_BOXES, "cpu", 5000)
-    _assert_same_detections(postprocess(loc, conf, priors), one_by_one)
-
-
-def test_image_chunks_by_hand():
-    from ssdlib.nms import _image_chunks
-
-    assert _image_chunks([3, 0, 5, 2], 6) == [(0, 2), (2, 3), (3, 4)]
-    assert _image_chunks([3, 0, 5], 0) == [(0, 1), (1, 2), (2, 3)]  # one image per call
-    assert _image_chunks([7, 1, 1], 5) == [(0, 1), (1, 3)]  # too many for one call: alone
-    assert _image_chunks([0, 0], 10) == [(0, 2)]
-
-
-def test_postprocess_rejects_bad_thresholds():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_postprocess_rejects_bad_thresholds(postprocess):
     loc, conf, priors = torch.zeros(1, 4, 4), torch.zeros(1, 4, 3), QUARTER_PRIORS
     with pytest.raises(ValueError, match="score_threshold must be in"):
         postprocess(loc, conf, priors, score_threshold=-0.1)
@@ -212,30 +178,8 @@ QUARTER_PRIORS = torch.tensor(
 )
 
 
-def test_postprocess_keeps_float32_precision_when_many_images_share_an_nms_call(monkeypatch):
-    """One NMS call takes many (image, class) groups, each shifted far from [0, 1]; the overlaps
-    must still be decided as precisely as between unshifted boxes. Pairs of boxes overlap by
-    0.45 ± 1e-5: above the threshold the second box goes, below it stays."""
-    monkeypatch.setitem(sys.modules["ssdlib.nms"].NMS_CALL_MAX_BOXES, "cpu", 5000)
-    shift = [0.1 * (1 - t) / (1 + t) for t in (0.45 + 1e-5, 0.45 - 1e-5)]  # same-size boxes
-    priors = torch.tensor(  # cxcywh: two pairs, side 0.1, the second box of each pair shifted
-        [
-            [0.2, 0.2, 0.1, 0.1],
-            [0.2 + shift[0], 0.2, 0.1, 0.1],
-            [0.6, 0.6, 0.1, 0.1],
-            [0.6 + shift[1], 0.6, 0.1, 0.1],
-        ]
-    )
-    b, k = 24, 21
-    conf = torch.full((b, 4, k), -10.0)
-    conf[:, :, k - 1] = torch.tensor([5.0, 4.0, 5.0, 4.0])  # the last class: most shift
-    loc = torch.zeros(b, 4, 4)
-    fast = postprocess(loc, conf, priors)
-    _assert_same_detections(fast, postprocess_reference(loc, conf, priors))
-    assert all(len(det["scores"]) == 3 for det in fast)  # boxes 0, 2 and 3
-
-
-def test_non_finite_outputs_are_refused_not_turned_into_detections():
+@pytest.mark.parametrize("postprocess", POSTPROCESS)
+def test_non_finite_outputs_are_refused_not_turned_into_detections(postprocess):
     priors = default_boxes(SSD300_COCO)[:10]
     loc, conf = torch.zeros(2, 10, 4), torch.zeros(2, 10, 3)
     loc[1, 4, 2] = float("nan")
@@ -244,3 +188,42 @@ def test_non_finite_outputs_are_refused_not_turned_into_detections():
     conf[0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="image 0: conf_pred holds nan or inf"):
         postprocess(torch.zeros(2, 10, 4), conf, priors)
+
+
+def reference_loops(
+    loc_pred,
+    conf_pred,
+    priors,
+    score_threshold=0.01,
+    iou_threshold=0.45,
+    top_k=200,
+    candidates_per_class=400,
+    variances=(0.1, 0.2),
+):
+    """postprocess as plain loops over images and classes, with the readable ``nms``: the
+    oracle for both postprocess functions. Normalised boxes only."""
+    detections = []
+    for loc, conf in zip(loc_pred.float(), conf_pred.float(), strict=True):
+        scores = torch.softmax(conf, dim=-1)  # (P, K)
+        boxes = clip_boxes(decode(loc, priors.float(), variances))  # (P, 4)
+        all_boxes, all_scores, all_labels = [], [], []
+        for c in range(1, conf.shape[-1]):
+            s = scores[:, c]
+            s, idx = s.sort(descending=True, stable=True)  # ties: the lower box first
+            s, idx = s[:candidates_per_class], idx[:candidates_per_class]
+            above = s > score_threshold
+            s, idx = s[above], idx[above]
+            kept = nms(boxes[idx], s, iou_threshold)
+            all_boxes.append(boxes[idx][kept])
+            all_scores.append(s[kept])
+            all_labels.append(torch.full((len(kept),), c, dtype=torch.long))
+        s = torch.cat(all_scores)
+        order = s.argsort(descending=True, stable=True)[:top_k]
+        detections.append(
+            {
+                "boxes": torch.cat(all_boxes)[order],
+                "scores": s[order],
+                "labels": torch.cat(all_labels)[order],
+            }
+        )
+    return detections

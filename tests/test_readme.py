@@ -17,3 +17,27 @@ def test_the_readmes_python_example_runs():
         assert scope["loc"].shape == (2, 8732, 4) and scope["conf"].shape == (2, 8732, 21)
         assert int((scope["labels"] > 0).sum()) >= 1  # the person got its positives
         assert len(scope["detections"]) == 2
+
+
+def test_every_module_in_the_readmes_table_is_what_import_gives():
+    """No package-level name hides a module: ``import ssdlib.nms as m; m.postprocess`` works."""
+    import importlib
+    import types
+
+    import ssdlib
+
+    table = re.search(
+        r"\| module \| what it holds \|\n\|---\|---\|\n(.*?)\n\n", README.read_text(), re.S
+    )
+    assert table, "README.md has no module table"
+    names = re.findall(
+        r"`(\w+)`", "".join(row.split("|")[1] for row in table.group(1).splitlines())
+    )
+    assert len(names) >= 15, names
+    for name in names:
+        module = importlib.import_module(f"ssdlib.{name}")
+        assert isinstance(module, types.ModuleType), name
+        assert getattr(ssdlib, name, module) is module, f"ssdlib.{name} is not the module"
+    import ssdlib.nms as nms_module
+
+    assert callable(nms_module.postprocess) and callable(nms_module.nms)
