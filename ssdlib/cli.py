@@ -29,6 +29,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from .data.transforms import AUGMENTATIONS
 from .priors import SSD300_COCO
 from .train import PRESETS, load_checkpoint, model_from_checkpoint, preset, train
+from .utils import atomic_write
 
 DATASETS = ("shapes", "voc", "coco")
 SHAPES_TRAIN_IMAGES = 20_000  # scenes per epoch; drawn on the fly, so the size costs no disk
@@ -237,7 +238,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
             continue
         det = model.detect([image], score_threshold=args.score_threshold)[0]
         picture = draw_detections(Image.fromarray(tensor_to_uint8(image)), det, model.class_names)
-        atomic_write_image(picture, target)
+        write_png = lambda f: picture.save(f, format="PNG")  # noqa: B023 - called at once
+        atomic_write(target, write_png)
         report.append(
             {
                 "image": str(path),
@@ -280,16 +282,6 @@ def detection_outputs(images: list[Path], out_dir: Path, overwrite: bool) -> dic
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
         outputs[path] = target
     return outputs
-
-
-def atomic_write_image(picture, path: Path) -> None:
-    """Save a PIL image as PNG through a temporary file, so a crash leaves no half-written one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 LABEL_COLORS = (  # tab10, as the notebooks' figures

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from .nms import SCORE_THRESHOLD
 from .report import BACKGROUND_IOU, diagnose, measure_inference
 from .train import TrainConfig, train
 from .train import preset as make_preset
-from .utils import default_device, seed_everything
+from .utils import atomic_write, default_device, seed_everything
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE_DIR = PACKAGE_DIR.parent / "data" / "experiments"
@@ -82,19 +81,6 @@ def experiment_key(name: str, config: dict[str, Any], code: str | None = None) -
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def _write_json_atomically(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_experiment(
@@ -150,7 +136,8 @@ def cached_experiment(
         raise ValueError(
             f"experiment {name!r}: the result must be JSON-serialisable ({err})"
         ) from err
-    _write_json_atomically(record, path)
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"  # ASCII: json escapes the rest
+    atomic_write(path, lambda f: f.write(text.encode()))
     return {**record, "cached": False}
 
 

@@ -5,8 +5,9 @@ One function, :func:`train`, serves the notebooks and the command line. Each ste
 
 1. a batch of augmented images and their boxes (the data order is a function of (seed, epoch),
    and each sample's augmentation of (seed, epoch, index), so a resumed run sees the same data);
-2. targets for every default box at once (:func:`ssdlib.matching.assign_targets`);
-3. the forward pass and the MultiBox loss (:class:`ssdlib.loss.MultiBoxLoss`);
+2. targets for every default box at once (:func:`ssdlib.matching.assign_targets`, computed by
+   its fast twin in :mod:`ssdlib.fast`);
+3. the forward pass and the MultiBox loss (:class:`ssdlib.loss.MultiBoxLoss`, fast twin too);
 4. a check that the loss is finite, then the backward pass and the optimiser step.
 
 :class:`TrainConfig` holds every choice; :data:`PRESETS` are the named configurations. The same
@@ -18,6 +19,7 @@ Letters: ``B`` images, ``P`` default boxes, ``K`` classes including background 0
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import math
@@ -26,6 +28,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +38,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from . import fast
 from .data.loader import collate
+from .data.shapes import ShapesDataset
 from .data.transforms import AUGMENTATIONS
 from .evaluate import check_same_classes, classes_of, evaluate
-from .loss import NEG_POS_RATIO, MultiBoxLoss
-from .matching import IOU_THRESHOLD, assign_targets
+from .loss import NEG_POS_RATIO
+from .matching import IOU_THRESHOLD
 from .model import SSD, build_ssd, config_from_dict, config_to_dict
 from .priors import SSD300_COCO, SSD300_VOC, SSD512_VOC, PriorConfig, config_from_scales
 from .utils import atomic_save, default_device, seed_everything
@@ -417,12 +422,12 @@ def match_batch(
     targets: Sequence[dict[str, Tensor]], priors: Tensor, image_size: int, iou_threshold: float
 ) -> tuple[Tensor, Tensor]:
     """Targets of a batch of ``image_size``-pixel images: pixel boxes -> normalised, then
-    :func:`assign_targets` on the priors' device. Returns ``(B, P, 4)`` offsets, ``(B, P)``
-    labels."""
+    :func:`ssdlib.fast.assign_targets` on the priors' device. Returns ``(B, P, 4)`` offsets,
+    ``(B, P)`` labels."""
     scale = 1.0 / image_size
     boxes = [t["boxes"].to(priors.device, priors.dtype) * scale for t in targets]  # normalised
     labels = [t["labels"].to(priors.device) for t in targets]
-    return assign_targets(boxes, labels, priors, iou_threshold)
+    return fast.assign_targets(boxes, labels, priors, iou_threshold)
 
 
 # -- distributed -------------------------------------------------------------------------------
@@ -680,7 +685,7 @@ class _Run:
         self.amp_dtype = _autocast_dtype(config.amp, device)
         fp16 = self.amp_dtype == torch.float16  # bf16 has fp32's range: no scaling needed
         self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
-        self.loss_fn = MultiBoxLoss(config.neg_pos_ratio)
+        self.loss_fn = fast.MultiBoxLoss(config.neg_pos_ratio)
         self.state = RunState(best={"metric": config.best_metric, "value": -math.inf, "step": -1})
 
     def wrap(self) -> nn.Module:
@@ -819,7 +824,8 @@ def train(
         model: train this network instead of a new ``build_ssd(config...)`` (it must match).
 
     Returns:
-        A :class:`TrainResult`. Raises :class:`NonFiniteLossError` if the loss becomes inf/nan.
+        A :class:`TrainResult`. Raises :class:`NonFiniteLossError` if the loss becomes inf/nan;
+        warns before training if the training set's annotations hold no object at all.
     """
     d = _setup_distributed(device)
     try:
@@ -866,6 +872,13 @@ def _train(
         raise FileExistsError(
             f"{out_dir} already holds a run ({', '.join(run_files)}); pass resume=True to "
             "continue it, overwrite=True to start again, or choose another directory"
+        )
+    if d.is_main and _holds_objects(train_set) is False:  # once here, not per batch of loss 0
+        warnings.warn(
+            f"the training set ({_describe(train_set)}) has no objects in any of its "
+            f"{len(train_set)} images: every loss is 0 and nothing is learnt; were the "
+            "annotations not found, or all left out (difficult, crowd or zero-size boxes)?",
+            stacklevel=3,
         )
     if run_files and overwrite and d.is_main:  # no old weights beside the new run's metrics
         for name in run_files:
@@ -1076,3 +1089,53 @@ def _check_resumable(
             f"{path} was trained on classes {ckpt['model_args']['class_names']}, the dataset "
             f"has {class_names}"
         )
+
+
+def _holds_objects(dataset: Any, indices: Sequence[int] | None = None) -> bool | None:
+    """Whether any image of ``dataset`` (of its ``indices``, if given) has an object, read from
+    the annotations alone; None where that would mean drawing or decoding images.
+
+    Looks through ``Subset`` and ``ConcatDataset``. A dataset with ``load_target`` (VOC reads
+    one XML file, COCO its parsed JSON) is read up to its first image with an object, so a
+    sound dataset costs one annotation; a ShapesDataset with ``max_objects=0`` has none.
+    """
+    indices = range(len(dataset)) if indices is None else indices
+    if isinstance(dataset, Subset):
+        return _holds_objects(dataset.dataset, [int(dataset.indices[i]) for i in indices])
+    if isinstance(dataset, ConcatDataset):
+        ends = dataset.cumulative_sizes  # index one past each part's last image
+        parts: list[list[int]] = [[] for _ in dataset.datasets]
+        for i in indices:
+            k = bisect.bisect_right(ends, i)
+            parts[k].append(i - (ends[k - 1] if k else 0))
+        answers = [
+            _holds_objects(part, idx)
+            for part, idx in zip(dataset.datasets, parts, strict=True)
+            if idx  # a part the indices do not reach does not count
+        ]
+        if True in answers:
+            return True
+        return None if None in answers else False
+    if isinstance(dataset, ShapesDataset):
+        return False if dataset.max_objects == 0 else None  # else only drawing would tell
+    load_target = getattr(dataset, "load_target", None)
+    if load_target is None:
+        return None
+    for i in indices:
+        target = load_target(i)
+        if isinstance(target, tuple):  # VOCDataset's (target, (height, width))
+            target = target[0]
+        if len(target["labels"]):
+            return True
+    return False
+
+
+def _describe(dataset: Any) -> str:
+    """A dataset's repr, looking through ``Subset`` and ``ConcatDataset`` (which have none)."""
+    if isinstance(dataset, Subset):
+        return f"{len(dataset)} images of {_describe(dataset.dataset)}"
+    if isinstance(dataset, ConcatDataset):
+        return " + ".join(_describe(part) for part in dataset.datasets)
+    if type(dataset).__repr__ is object.__repr__:  # "<... object at 0x7f...>" says nothing
+        return type(dataset).__name__
+    return repr(dataset)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -33,23 +35,63 @@ def _umask() -> int:
     return mask
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place.
+STALE_TEMP_SECONDS = 3600  # an atomic write's temporary file this old is a killed process's
+# orphan: a live writer's file is as young as its last write, and renamed once written
 
-    A crash or a full disk while writing leaves the previous file intact: readers see either
-    the old checkpoint or the new one, never half of one.
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file all at once or not at all: ``write(f)`` fills a temporary file beside
+    ``path`` (``.{name}.<random>.tmp``), which is then renamed into place.
+
+    A crash, a full disk or Ctrl-C while writing leaves the previous file intact (readers see
+    the old file or the new one, never half of one) and removes the temporary file. A process
+    killed outright (``kill -9``) cannot clean up; its temporary file is removed by the next
+    write to the same path once it is older than :data:`STALE_TEMP_SECONDS`.
+
+    Args:
+        path: the file to write; its folder is created if missing.
+        write: called once with the temporary file, open for binary writing; it writes the
+            content (no need to flush or close).
+
+    Returns:
+        ``path`` as a ``Path``. The file's mode is the usual one, ``0o666`` less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # KeyboardInterrupt too: no debris
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove ``path``'s temporary files (``.{name}.<random>.tmp``) older than
+    :data:`STALE_TEMP_SECONDS`; a younger one may belong to a writer that is still running."""
+    prefix, suffix = f".{path.name}.", ".tmp"
+    now = time.time()
+    for entry in os.scandir(path.parent):
+        middle = entry.name[len(prefix) : -len(suffix)]
+        if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)) or not middle:
+            continue
+        if "." in middle:  # mkstemp's random part has no dot: a temp of "{name}.something"
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:  # its writer has just renamed or removed it
+            continue
+        if age > STALE_TEMP_SECONDS and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`: a crash leaves the previous file intact."""
+    return atomic_write(path, lambda f: torch.save(obj, f))

@@ -41,6 +41,24 @@ def test_changed_code_runs_again(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_a_record_is_written_whole_with_the_usual_file_mode(tmp_path):
+    """The cache file is written atomically (no temp left) in the format it always had, and
+    readable by others as any file is (the umask's mode, not a temporary file's 0600)."""
+    import os
+
+    run, _ = counting_run()
+    old = os.umask(0o022)
+    try:
+        record = ex.cached_experiment("demo", run, {"steps": 3, "lr": 0.5}, cache_dir=tmp_path)
+    finally:
+        os.umask(old)
+    stored = {k: v for k, v in record.items() if k != "cached"}
+    path = tmp_path / "demo.json"
+    assert path.read_text() == json.dumps(stored, indent=1, sort_keys=True) + "\n"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
+
+
 def test_code_hash_sees_every_source_file(tmp_path):
     (tmp_path / "a.py").write_text("x = 1\n")
     before = ex.code_hash(tmp_path)

@@ -6,6 +6,7 @@ Everything runs on the CPU with a tiny network (64-pixel images, 8 channels per 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -20,7 +21,7 @@ import torch.multiprocessing as mp
 import ssdlib.train as train_module
 from ssdlib.data.shapes import ShapesDataset
 from ssdlib.data.transforms import train_transform
-from ssdlib.loss import MultiBoxLoss
+from ssdlib.fast import MultiBoxLoss  # the loss training runs
 from ssdlib.priors import config_from_scales
 from ssdlib.train import (
     BEST,
@@ -214,6 +215,44 @@ def test_mixed_precision_choices():
         train(dataclasses.replace(cfg, amp="fp16"), tiny_data(), progress=False, device="cpu")
 
 
+def test_a_training_set_without_objects_is_warned_about_once():
+    """Every loss is 0 without objects, so training would "succeed" at learning nothing."""
+    empty = ShapesDataset(8, 64, seed=1, transforms=train_transform(64), max_objects=0)
+    with pytest.warns(UserWarning, match=r"has no objects in any of its 8 images") as caught:
+        result = train(dataclasses.replace(TINY, max_steps=2), empty, progress=False)
+    assert [row["loss"] for row in result.history] == [0.0, 0.0]
+    warned = [w for w in caught if "no objects" in str(w.message)]
+    assert len(warned) == 1 and warned[0].filename == __file__  # once, and at the caller's line
+
+
+def test_objects_are_looked_for_in_the_annotations_alone(tmp_path):
+    """No image file exists here: COCO's targets come from the JSON, through the wrappers."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    from ssdlib.data.coco import CocoDataset
+
+    image = {"file_name": "missing.png", "width": 64, "height": 64}
+    (tmp_path / "instances.json").write_text(
+        json.dumps({
+            "images": [{"id": 1, **image}, {"id": 2, **image}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 64, 64], "iscrowd": 1},
+                {"id": 2, "image_id": 2, "category_id": 1, "bbox": [4, 4, 10, 10]},
+            ],
+            "categories": [{"id": 1, "name": "thing"}],
+        })
+    )  # fmt: skip
+    coco = CocoDataset(tmp_path, tmp_path / "instances.json")
+    holds = train_module._holds_objects
+    assert holds(coco) is True
+    assert holds(Subset(coco, [0])) is False  # image 1 has a crowd box only, which is left out
+    both = ConcatDataset([Subset(coco, [0]), coco])  # images 1, 1, 2
+    assert holds(Subset(both, [0, 1])) is False and holds(Subset(both, [0, 2])) is True
+    assert holds(ShapesDataset(4, 64, max_objects=0)) is False
+    assert holds(tiny_data()) is None  # only drawing the scenes would tell
+    assert holds(ConcatDataset([Subset(coco, [0]), tiny_data()])) is None
+
+
 class _StopAtCall(MultiBoxLoss):
     """MultiBoxLoss that misbehaves at its ``call``-th forward (counting from 1)."""
 
@@ -238,10 +277,10 @@ def test_resume_continues_the_loss_curve_exactly(tmp_path, monkeypatch):
     straight = train(TINY, data, out_dir=tmp_path / "straight", progress=False)
 
     # The same run, killed during step 3 (the checkpoint of step 2 is on disk), then resumed.
-    monkeypatch.setattr(train_module, "MultiBoxLoss", _StopAtCall)
+    monkeypatch.setattr(train_module.fast, "MultiBoxLoss", _StopAtCall)
     with pytest.raises(KeyboardInterrupt):
         train(TINY, data, out_dir=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_module, "MultiBoxLoss", MultiBoxLoss)
+    monkeypatch.setattr(train_module.fast, "MultiBoxLoss", MultiBoxLoss)
     stopped = load_checkpoint(tmp_path / "resumed" / LAST)
     assert stopped["step"] == 2 and stopped["data"] == {"epoch": 0, "batch_in_epoch": 2}
     torch.manual_seed(12345)  # the resumed process starts from other RNG states
@@ -324,7 +363,7 @@ def test_non_finite_loss_stops_before_touching_the_weights(tmp_path, monkeypatch
     class InfAtSecondCall(_StopAtCall):
         call, what = 2, "inf"
 
-    monkeypatch.setattr(train_module, "MultiBoxLoss", InfAtSecondCall)
+    monkeypatch.setattr(train_module.fast, "MultiBoxLoss", InfAtSecondCall)
     cfg = dataclasses.replace(TINY, checkpoint_every=1)
     data = tiny_data()
     torch.manual_seed(0)
@@ -425,13 +464,13 @@ class _SigintAtCall(MultiBoxLoss):
 
 
 def test_ctrl_c_finishes_the_step_saves_it_and_the_run_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "MultiBoxLoss", _SigintAtCall)
+    monkeypatch.setattr(train_module.fast, "MultiBoxLoss", _SigintAtCall)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="holds step 3"):
         train(TINY, tiny_data(), out_dir=tmp_path, progress=False)
     assert signal.getsignal(signal.SIGINT) is handler  # the user's Ctrl-C is theirs again
     assert load_checkpoint(tmp_path / LAST)["step"] == 3
-    monkeypatch.setattr(train_module, "MultiBoxLoss", MultiBoxLoss)
+    monkeypatch.setattr(train_module.fast, "MultiBoxLoss", MultiBoxLoss)
     resumed = train(TINY, tiny_data(), out_dir=tmp_path, resume=True, progress=False)
     assert resumed.step == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
 
