@@ -41,3 +41,16 @@ def test_every_module_in_the_readmes_table_is_what_import_gives():
     import ssdlib.nms as nms_module
 
     assert callable(nms_module.postprocess) and callable(nms_module.nms)
+
+
+def test_importing_the_library_and_its_command_line_loads_no_pyplot():
+    """Training and evaluating from the command line need no plotting: pyplot (and its backend
+    choice) stays out until a figure is asked for."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ssdlib, ssdlib.cli, ssdlib.experiments, ssdlib.report; "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

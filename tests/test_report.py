@@ -20,7 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssdlib import report
+from ssdlib import report, viz_report
 from ssdlib.evaluate import IGNORED, TRUE_POSITIVE, coco_map, precision_recall, voc_match
 from ssdlib.model import build_ssd
 from ssdlib.priors import config_from_scales
@@ -453,50 +453,50 @@ def history(with_val: bool = True) -> list[dict[str, float]]:
 
 
 def test_plot_history():
-    fig = report.plot_history(history())
+    fig = viz_report.plot_history(history())
     loss_ax, _, map_ax = fig.axes
     assert [line.get_label() for line in loss_ax.lines][:1] == ["total"]
     assert map_ax.lines[0].get_xdata().tolist() == [50, 100]
     assert map_ax.lines[0].get_ydata().tolist() == [0.25, 0.5]
-    fig = report.plot_history(history(with_val=False))
+    fig = viz_report.plot_history(history(with_val=False))
     assert "no validation" in fig.axes[2].texts[0].get_text()
     with pytest.raises(ValueError, match="history is empty"):
-        report.plot_history([])
+        viz_report.plot_history([])
     with pytest.raises(KeyError, match="conf_loss"):
-        report.plot_history([{"step": 1, "loss": 1.0, "loc_loss": 1.0, "lr": 1.0}])
+        viz_report.plot_history([{"step": 1, "loss": 1.0, "loc_loss": 1.0, "lr": 1.0}])
 
 
 def test_plot_pr_curves_and_image_detections():
     preds, targets = hand_case()
-    ax = report.plot_pr_curves(precision_recall(preds, targets, NAMES))
+    ax = viz_report.plot_pr_curves(precision_recall(preds, targets, NAMES))
     labels = [line.get_label() for line in ax.lines]
     assert labels == ["circle  AP 0.50", "square  AP 0.00"]  # star has no ground truth
     image = torch.rand(3, 120, 100)
-    ax = report.plot_image_detections(image, preds[0], NAMES, 0.65, target=targets[0])
+    ax = viz_report.plot_image_detections(image, preds[0], NAMES, 0.65, target=targets[0])
     assert len(ax.patches) == 3 + 3  # 3 detections score >= 0.65, 3 objects
     first = ax.patches[0]
     assert (first.get_x(), first.get_y(), first.get_width()) == (0.0, 0.0, pytest.approx(0.1))
     with pytest.raises(ValueError, match=r"shape \(3, H, W\)"):
-        report.plot_image_detections(torch.rand(120, 100), preds[0], NAMES)
+        viz_report.plot_image_detections(torch.rand(120, 100), preds[0], NAMES)
 
 
 def test_error_breakdown_and_recall_by_size_figures():
     d = diagnose(*hand_case(), NAMES)
-    ax = report.plot_error_breakdown(d, 0.75)
+    ax = viz_report.plot_error_breakdown(d, 0.75)
     assert len(ax.collections) == len(ERROR_KINDS)
     assert ax.lines[0].get_xdata()[0] == pytest.approx(2 / 3)  # 2 detections above, 3 objects
-    ax = report.plot_recall_by_size(d, 0.5)
+    ax = viz_report.plot_recall_by_size(d, 0.5)
     found_bars = ax.patches[len(report.SIZE_EDGES_PX) - 1 :]
     assert [round(b.get_height(), 3) for b in found_bars] == [0.5, 0.0, 0, 0, 0, 0]
     empty = diagnose([det([], [], [])], [gt([], [])], NAMES)
-    assert report.plot_error_breakdown(empty).texts[0].get_text() == "no detections"
+    assert viz_report.plot_error_breakdown(empty).texts[0].get_text() == "no detections"
 
 
 def test_galleries():
     preds, targets = hand_case()
     dataset = [(torch.rand(3, 120, 100), targets[0])]
     d = diagnose(preds, targets, NAMES)
-    fig = report.plot_misses(dataset, d, 0.5, n=8)
+    fig = viz_report.plot_misses(dataset, d, 0.5, n=8)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 2
     assert axes[0].get_title() == "image 0: circle, 10 px\nnever found"
@@ -507,33 +507,33 @@ def test_galleries():
     # (none on the circle; the 0.6 square on the square), the missed object (thick)
     assert [len(ax.patches) for ax in axes] == [3 + 0 + 1, 3 + 1 + 1]
     crowd = [det([[0, 0, 10, 10 + k] for k in range(6)], [0.9] * 6, [2] * 6)]
-    fig = report.plot_misses(dataset, diagnose(crowd, targets, NAMES), 0.5, n=1)
-    assert len(fig.axes[0].patches) == 3 + report.MAX_CONTEXT_DETECTIONS + 1
-    fig = report.plot_false_positives(dataset, d, 0.5, n=3)
+    fig = viz_report.plot_misses(dataset, diagnose(crowd, targets, NAMES), 0.5, n=1)
+    assert len(fig.axes[0].patches) == 3 + viz_report.MAX_CONTEXT_DETECTIONS + 1
+    fig = viz_report.plot_false_positives(dataset, d, 0.5, n=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == [
         "duplicate: circle 0.80\non a circle, IoU 0.90",
         "confusion: square 0.70\non a circle, IoU 1.00",
         "localisation: square 0.60\non a square, IoU 0.25",
     ]
-    fig = report.plot_false_positives(dataset, d, 0.5, kinds=["background"])
+    fig = viz_report.plot_false_positives(dataset, d, 0.5, kinds=["background"])
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["background: circle 0.50"]
-    fig = report.plot_misses(dataset, d, 0.05)
-    fig = report.plot_false_positives(dataset, d, 0.95)
+    fig = viz_report.plot_misses(dataset, d, 0.05)
+    fig = viz_report.plot_false_positives(dataset, d, 0.95)
     assert "no false positives" in fig.axes[0].texts[0].get_text()
     with pytest.raises(ValueError, match="n must be >= 1"):
-        report.plot_misses(dataset, d, n=0)
+        viz_report.plot_misses(dataset, d, n=0)
     with pytest.raises(ValueError, match=r"dataset\[0\] should give"):
-        report.plot_misses([("not an image", {})], d)
+        viz_report.plot_misses([("not an image", {})], d)
 
 
 def test_plot_confusion():
     m = np.array([[0, 1, 0], [2, 5, 1], [0, 0, 3]])
-    ax = report.plot_confusion(m, NAMES[:3])
+    ax = viz_report.plot_confusion(m, NAMES[:3])
     assert sorted(t.get_text() for t in ax.texts) == ["1", "1", "2", "3", "5"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["missed", "circle", "square"]
     with pytest.raises(ValueError, match=r"\(4, 4\) matrix"):
-        report.plot_confusion(m, NAMES)
+        viz_report.plot_confusion(m, NAMES)
 
 
 # -- inference speed ---------------------------------------------------------------------------
