@@ -51,9 +51,16 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE_DIR = PACKAGE_DIR.parent / "data" / "experiments"
 
 
-NOT_MEASURED = ("viz.py", "viz_experiments.py", "widgets.py", "cli.py", "__main__.py")  # they
-# draw, or parse a command line: no training or evaluation calls them, so editing a figure
-# does not throw away minutes of measured runs
+NOT_MEASURED = (
+    "viz.py",
+    "viz_experiments.py",
+    "viz_report.py",
+    "widgets.py",
+    "exercises/",
+    "cli.py",
+    "__main__.py",
+)  # they draw, check exercises or parse a command line: no training or evaluation calls them,
+# so editing a figure does not throw away minutes of measured runs (a name ending in / is a folder)
 
 
 def code_hash(package_dir: Path = PACKAGE_DIR) -> str:
@@ -61,7 +68,8 @@ def code_hash(package_dir: Path = PACKAGE_DIR) -> str:
     :data:`NOT_MEASURED`."""
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
-        if path.relative_to(package_dir).as_posix() in NOT_MEASURED:
+        name = path.relative_to(package_dir).as_posix()
+        if any(name == n or (n.endswith("/") and name.startswith(n)) for n in NOT_MEASURED):
             continue
         digest.update(str(path.relative_to(package_dir)).encode())
         digest.update(path.read_bytes())
