@@ -34,7 +34,7 @@ def _check_boxes(boxes: Tensor, name: str = "boxes") -> None:
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """(cx, cy, w, h) -> (x1, y1, x2, y2), any leading shape ``(..., 4)``."""
     _check_boxes(boxes)
-    centre, half = boxes[..., :2], boxes[..., 2:] * 0.5  # (a multiplication is faster than / 2)
+    centre, half = boxes[..., :2], boxes[..., 2:] / 2
     return torch.cat([centre - half, centre + half], dim=-1)
 
 

@@ -230,7 +230,8 @@ def coco_map(
     Returns:
         A dict with the twelve ``COCOeval.stats`` (names in :data:`COCO_STAT_NAMES`: ``map``,
         ``map_50``, ``map_75``, ``map_small``, ``map_medium``, ``map_large``, ``mar_1`` ...),
-        ``ap_per_class`` and ``ap50_per_class`` (class -> AP @ 0.5:0.95 and @ 0.5). A metric
+        ``ap_per_class`` and ``ap50_per_class`` (class -> AP @ 0.5:0.95 and @ 0.5), and
+        ``summary``, the 12-line table ``COCOeval.summarize()`` prints. A metric
         without any ground truth (a class, or a size range, that never occurs) is ``nan`` where
         pycocotools prints -1. With no ground truth at all, every value is nan.
     """
@@ -247,13 +248,19 @@ def coco_map(
                 **dict.fromkeys(COCO_STAT_NAMES, math.nan),
                 "ap_per_class": undefined,
                 "ap50_per_class": dict(undefined),
+                "summary": "no ground truth: every COCO metric is undefined",
             }
         coco_eval = COCOeval(gt, dt, iouType="bbox")
         coco_eval.evaluate()
         coco_eval.accumulate()
+    summary = io.StringIO()  # pycocotools' own 12-line table, kept for report.coco_summary
+    with contextlib.redirect_stdout(summary):
         coco_eval.summarize()
+    if verbose:
+        print(summary.getvalue(), end="")
     stats = [math.nan if s == COCO_NO_GROUND_TRUTH else float(s) for s in coco_eval.stats]
     out: dict[str, Any] = dict(zip(COCO_STAT_NAMES, stats, strict=True))
+    out["summary"] = summary.getvalue().rstrip("\n")
     # precision: (T IoUs, R recall points, K classes, A areas, M max-dets); area "all" is index
     # 0, maxDets=100 is the last; IoU 0.5 is index 0.
     precision = coco_eval.eval["precision"]

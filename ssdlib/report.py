@@ -50,46 +50,14 @@ ERROR_KINDS = ("correct", "localisation", "duplicate", "confusion", "background"
 
 # -- 1. Accuracy: the pycocotools table ---------------------------------------------------------
 
-# pycocotools' summary lines: (AP or AR, IoU threshold or None for .50:.95, area, maxDets), in
-# the order of COCOeval.stats and of ssdlib.evaluate.COCO_STAT_NAMES.
-_COCO_LINES = (
-    ("AP", None, "all", 100),
-    ("AP", 0.5, "all", 100),
-    ("AP", 0.75, "all", 100),
-    ("AP", None, "small", 100),
-    ("AP", None, "medium", 100),
-    ("AP", None, "large", 100),
-    ("AR", None, "all", 1),
-    ("AR", None, "all", 10),
-    ("AR", None, "all", 100),
-    ("AR", None, "small", 100),
-    ("AR", None, "medium", 100),
-    ("AR", None, "large", 100),
-)
-_COCO_KEYS = (
-    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-)  # fmt: skip
-
 
 def coco_summary(metrics: dict[str, Any]) -> str:
-    """The twelve lines ``COCOeval.summarize()`` prints, from :func:`ssdlib.evaluate.coco_map`'s
-    (or ``evaluate``'s) result. A nan (no ground truth in that range) prints as pycocotools'
-    -1.000. Small: area < 32² px; medium: up to 96²; large: above."""
-    missing = [k for k in _COCO_KEYS if k not in metrics]
-    if missing:
-        raise KeyError(f"metrics lack {missing}: pass the result of coco_map() or evaluate()")
-    lines = []
-    for key, (kind, iou, area, max_dets) in zip(_COCO_KEYS, _COCO_LINES, strict=True):
-        title = "Average Precision" if kind == "AP" else "Average Recall"
-        iou_text = "0.50:0.95" if iou is None else f"{iou:0.2f}"
-        value = float(metrics[key])
-        value = -1.0 if math.isnan(value) else value
-        lines.append(
-            f" {title:<18} ({kind}) @[ IoU={iou_text:<9} | area={area:>6s} | "
-            f"maxDets={max_dets:>3d} ] = {value:0.3f}"
-        )
-    return "\n".join(lines)
+    """The twelve lines ``COCOeval.summarize()`` printed for :func:`ssdlib.evaluate.coco_map`'s
+    (or ``evaluate``'s) result, as pycocotools wrote them (-1.000 where a size range has no
+    ground truth). Small: area < 32² px; medium: up to 96²; large: above."""
+    if "summary" not in metrics:
+        raise KeyError("metrics lack 'summary': pass the result of coco_map() or evaluate()")
+    return metrics["summary"]
 
 
 # -- 2. Diagnosis: every detection correct or a kind of mistake, every object found or not ----
