@@ -34,11 +34,9 @@ from .data import (
     PhotoDataset,
     ShapesDataset,
     VOCDataset,
-    augmented_views,
     collate,
     eval_transform,
     load_photo,
-    make_loader,
     train_transform,
 )
 from .evaluate import PRCurve, average_precision, coco_map, precision_recall, voc_map, voc_match
@@ -88,7 +86,6 @@ __all__ = [
     "VOCDataset",
     "WeightsUnavailableError",
     "assign_targets",
-    "augmented_views",
     "average_precision",
     "background_loss",
     "box_area",
@@ -115,7 +112,6 @@ __all__ = [
     "load_photo",
     "load_vgg16_backbone",
     "load_weights",
-    "make_loader",
     "match",
     "match_iou",
     "nms",

@@ -29,7 +29,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from .data.transforms import AUGMENTATIONS
 from .priors import SSD300_COCO
 from .train import PRESETS, load_checkpoint, model_from_checkpoint, preset, train
-from .utils import atomic_write
+from .utils import TAB10, atomic_write
 
 DATASETS = ("shapes", "voc", "coco")
 SHAPES_TRAIN_IMAGES = 20_000  # scenes per epoch; drawn on the fly, so the size costs no disk
@@ -208,6 +208,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, data, batch_size=args.batch_size, device=device, num_workers=args.workers,
         progress=not args.quiet,
     )  # fmt: skip
+    summary = metrics.pop("summary")  # pycocotools' table, for a person: stdout stays JSON
+    if not args.quiet:
+        print(summary, file=sys.stderr)
     _print_json(metrics)
     return 0
 
@@ -284,10 +287,6 @@ def detection_outputs(images: list[Path], out_dir: Path, overwrite: bool) -> dic
     return outputs
 
 
-LABEL_COLORS = (  # tab10, as the notebooks' figures
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
 LINE_FRACTION = 1 / 150  # box outline width as a fraction of the image's shorter side
 
 
@@ -304,7 +303,7 @@ def draw_detections(image, detections: dict[str, torch.Tensor], class_names: Seq
         detections["boxes"].tolist(), detections["scores"].tolist(),
         detections["labels"].tolist(), strict=True,
     ):  # fmt: skip
-        color = LABEL_COLORS[label % len(LABEL_COLORS)]
+        color = TAB10[label % len(TAB10)]  # the notebooks' figures' colours
         draw.rectangle(box, outline=color, width=line)
         text = f"{class_names[label]} {score:.2f}"
         left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font)

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .boxes import cxcywh_to_xyxy
-
 
 @dataclass(frozen=True)
 class PriorConfig:
@@ -98,6 +96,11 @@ class PriorConfig:
         return [s / self.image_size for s in self.min_sizes] + [
             self.max_sizes[-1] / self.image_size
         ]
+
+    def step(self, k: int) -> float:
+        """Pixels between neighbouring default-box centres on layer ``k``: the configured step,
+        or ``image_size`` / the feature map's side."""
+        return self.steps[k] if self.steps is not None else self.image_size / self.feature_maps[k]
 
     def __repr__(self) -> str:
         return (
@@ -231,7 +234,7 @@ def default_boxes(
     """
     per_layer = []
     for k, f in enumerate(cfg.feature_maps):
-        step = cfg.steps[k] if cfg.steps is not None else cfg.image_size / f
+        step = cfg.step(k)
         centres_1d = (torch.arange(f, dtype=torch.float64) + 0.5) * step / cfg.image_size
         cy, cx = torch.meshgrid(centres_1d, centres_1d, indexing="ij")  # (f, f) each, y first
         centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2)  # (f*f, 1, 2) row-major
@@ -259,11 +262,6 @@ def prior_index(cfg: PriorConfig, layer: int, row: int, col: int) -> slice:
     a = cfg.boxes_per_cell[layer]
     start = sum(cfg.boxes_per_map[:layer]) + (row * f + col) * a
     return slice(start, start + a)
-
-
-def default_boxes_xyxy(cfg: PriorConfig, **kwargs) -> Tensor:
-    """:func:`default_boxes` in xyxy, normalised (may reach outside [0, 1] at the borders)."""
-    return cxcywh_to_xyxy(default_boxes(cfg, **kwargs))
 
 
 # -- Variants for the key-observations lesson (SSD §3.2 Table 3, §3.6, §4) -------------------------
@@ -305,7 +303,7 @@ def config_on_one_map(cfg: PriorConfig, layer: int, name: str = "") -> PriorConf
         raise ValueError(f"layer must be in [0, {len(cfg.feature_maps)}), got {layer}")
     m = len(cfg.feature_maps)
     f = cfg.feature_maps[layer]
-    step = cfg.steps[layer] if cfg.steps is not None else cfg.image_size / f
+    step = cfg.step(layer)
     return dataclasses.replace(
         cfg,
         feature_maps=(f,) * m,

@@ -103,8 +103,6 @@ class TrainConfig:
     # GPU presets turn it on); the CPU presets leave it off
     compile: bool = False  # torch.compile the network (slow first steps, faster later)
     num_workers: int = 0  # DataLoader worker processes; they live for the whole run
-    assign_in_workers: bool = False  # match in the DataLoader workers, not on the device:
-    # no gain measured on the CPU (see _train), and slower than a GPU's matching
     # Evaluation, logging, checkpoints.
     eval_every: int = 0  # steps between validations (0: only at the end)
     eval_images: int | None = None  # validate on the first N images (None: all)
@@ -150,11 +148,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; also reads the dicts of older checkpoints."""
         d = dict(d)
+        d.pop("assign_in_workers", None)  # retired: training always matches on its device
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
         d["priors"] = config_from_dict(d["priors"])
         d["milestones"] = tuple(d["milestones"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**d)
 
 
 # A small input and five maps (16, 8, 4, 2, 1 cells for 128 px): still multi-scale, with
@@ -397,25 +399,6 @@ class SeededSamples(Dataset):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)  # noqa: NPY002
-
-
-class TargetCollate:
-    """``collate`` and, with ``priors`` given, the matching: a batch becomes
-    ``(images (B, 3, S, S), targets, loc_targets (B, P, 4) | None, labels (B, P) | None)``.
-
-    Run inside DataLoader workers when ``assign_in_workers`` is on, so matching overlaps with
-    the network's step; otherwise the training loop matches on its device.
-    """
-
-    def __init__(self, priors: Tensor | None, image_size: int, iou_threshold: float) -> None:
-        self.priors, self.image_size, self.iou_threshold = priors, image_size, iou_threshold
-
-    def __call__(self, samples: list[Any]) -> tuple[Tensor, list[dict], Tensor | None, ...]:
-        images, targets = collate(samples)
-        if self.priors is None:
-            return images, targets, None, None
-        loc_targets, labels = match_batch(targets, self.priors, self.image_size, self.iou_threshold)
-        return images, targets, loc_targets, labels
 
 
 def match_batch(
@@ -896,14 +879,9 @@ def _train(
     s.train_images = len(train_set)
     net = run.wrap()
     device, priors, size = d.device, run.model.priors, config.priors.image_size  # (P, 4) priors
-    # Matching runs in the main process on the training device (assign_in_workers=False): on
-    # the 2-core CPU it costs 1.3 ms per cpu-tiny batch of 16 (1524 default boxes), against
-    # 80 ms to draw and augment the batch and 630 ms for the step (best of 6; cpu-tiny preset,
-    # torch 2.14 on 2 shared cores), so moving it into the workers cannot gain anything
-    # measurable there; on a GPU it takes well under a millisecond on the device.
-    collate_fn = TargetCollate(
-        priors.cpu() if config.assign_in_workers else None, size, config.match_iou
-    )
+    # Matching runs in the main process, on the training device: on a CPU it is a small fraction
+    # of drawing and augmenting the batch, let alone of the step, so moving it into the loader's
+    # workers gains nothing measurable; on a GPU it takes well under a millisecond.
     samples = SeededSamples(train_set, config.seed)
     logger = _MetricsLog(out_dir, s.history, d.is_main)
     bar = tqdm(
@@ -951,20 +929,18 @@ def _train(
     loader = DataLoader(
         samples,
         batch_sampler=batches,
-        collate_fn=collate_fn,
+        collate_fn=collate,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
     )
     if not stopped_by:
-        for images, targets, loc_targets, labels in loader:
+        for images, targets in loader:
             # The batch and its targets, then one step.
             images = images.to(device, non_blocking=True)
             if run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            if loc_targets is None:
-                loc_targets, labels = match_batch(targets, priors, size, config.match_iou)
-            loc_targets = loc_targets.to(device, non_blocking=True)  # (B, P, 4)
-            labels = labels.to(device, non_blocking=True)  # (B, P)
+            # (B, P, 4) offsets and (B, P) labels, matched on the device
+            loc_targets, labels = match_batch(targets, priors, size, config.match_iou)
             lr = config.lr * lr_factor(config, s.step, budget_used(s.elapsed_s))
             loc, conf = run.step(net, images, loc_targets, labels, lr)
 

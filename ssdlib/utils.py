@@ -1,4 +1,5 @@
-"""Small shared helpers: seeding, device choice, atomic file writes, input statistics."""
+"""Small shared helpers: seeding, device choice, atomic file writes, input statistics, the
+colour palette."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, RGB in [0, 1]: the
 IMAGENET_STD = (0.229, 0.224, 0.225)  # VGG16 backbone weights expect inputs normalised by them
+
+# matplotlib's tab10, one colour per class or object: the figures (viz.PALETTE) and the command
+# line's pictures share it, without the command line importing matplotlib
+TAB10 = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
 
 
 def seed_everything(seed: int = 0) -> None:

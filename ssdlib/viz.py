@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 from torch import Tensor, nn
@@ -32,8 +33,10 @@ from .boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from .matching import IOU_THRESHOLD
 from .nms import NMSStep
 from .priors import PriorConfig, default_boxes, layer_of_prior, prior_index
+from .utils import TAB10
 
-PALETTE = plt.get_cmap("tab10").colors  # one colour per object or layer, cycling after ten
+PALETTE = tuple(to_rgb(c) for c in TAB10)  # one colour per object or layer, cycling after ten;
+# RGB tuples, which draw_boxes tells apart from a list of colours
 GT_COLOR = "#00e5ff"  # ground truth: a cyan that stands out on photos and on the tab10 colours
 PANEL_INCHES = 3.2  # side of one image panel; six of them fit a notebook's width in two rows
 GRID_ALPHA = 0.35  # cell grid lines: visible, but quieter than the boxes drawn over them
@@ -175,7 +178,7 @@ def draw_boxes(
 def draw_grid(ax: Axes, cfg: PriorConfig, layer: int, color: str = "white") -> None:
     """The cell grid of one source map: lines every ``step`` pixels of the network input."""
     f = cfg.feature_maps[layer]
-    step = (cfg.steps[layer] if cfg.steps is not None else cfg.image_size / f) / cfg.image_size
+    step = cfg.step(layer) / cfg.image_size
     every = 2 if f > MAX_GRID_LINES else 1
     for i in range(0, f + 1, every):
         ax.axhline(min(i * step, 1.0), color=color, linewidth=0.5, alpha=GRID_ALPHA)
@@ -1030,7 +1033,7 @@ def point_to_cell(cfg: PriorConfig, layer: int, x: float, y: float) -> tuple[int
     if not (0 <= x <= 1 and 0 <= y <= 1):
         raise ValueError(f"point ({x}, {y}) is outside the unit square")
     f = cfg.feature_maps[layer]
-    step = (cfg.steps[layer] if cfg.steps is not None else cfg.image_size / f) / cfg.image_size
+    step = cfg.step(layer) / cfg.image_size
     return min(int(y / step), f - 1), min(int(x / step), f - 1)
 
 
@@ -1171,7 +1174,7 @@ def layer_geometry(
     rows = []
     for k, (rf, stride) in enumerate(receptive_fields(stages)):
         f = cfg.feature_maps[k]
-        step = cfg.steps[k] if cfg.steps is not None else cfg.image_size / f
+        step = cfg.step(k)
         rows.append(LayerGeometry(names[k], f, stride, step, rf, cfg.min_sizes[k], cfg.image_size))
     return rows
 

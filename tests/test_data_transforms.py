@@ -5,7 +5,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ssdlib.data import ShapesDataset, augmented_views, eval_transform, train_transform
+from ssdlib.data import ShapesDataset, eval_transform, train_transform
 from ssdlib.data.transforms import RandomIoUCrop
 
 N_VIEWS = 40  # augmentations of the bright-rectangle image; ~0.3 s
@@ -31,6 +31,12 @@ def bright_rectangle(h=120, w=160, box=(30, 40, 90, 70)):
     return image, target
 
 
+def draws(transform, image, target, n: int, seed: int = 0) -> list[tuple[torch.Tensor, dict]]:
+    """``n`` augmentations of one sample, from ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    return [transform(image, target) for _ in range(n)]
+
+
 def bright_box(image: torch.Tensor) -> list[float]:
     """Tight box of the pixels at least 60% as bright as the brightest."""
     grey = image.mean(0)
@@ -41,7 +47,7 @@ def bright_box(image: torch.Tensor) -> list[float]:
 def test_augmented_boxes_stay_on_the_bright_pixels():
     image, target = bright_rectangle()
     transform = train_transform(size=200, fill=(0.0, 0.0, 0.0))  # black canvas: only one object
-    views = augmented_views(image, target, n=N_VIEWS, transform=transform, seed=0)
+    views = draws(transform, image, target, N_VIEWS)
     kept = 0
     for out, t in views:
         assert out.shape == (3, 200, 200) and out.dtype == torch.float32
@@ -79,14 +85,14 @@ def test_per_box_entries_stay_aligned_with_their_boxes():
 def test_input_sample_is_not_modified():
     image, target = bright_rectangle()
     before = (image.clone(), target["boxes"].clone())
-    augmented_views(image, target, n=10)
+    draws(train_transform(size=160), image, target, 10)
     assert torch.equal(image, before[0]) and torch.equal(target["boxes"], before[1])
 
 
 def test_image_without_objects_goes_through():
     image = torch.rand(3, 50, 70)
     target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    for out, t in augmented_views(image, target, n=10, transform=train_transform(64)):
+    for out, t in draws(train_transform(64), image, target, 10):
         assert out.shape == (3, 64, 64)
         assert t["boxes"].shape == (0, 4) and t["labels"].shape == (0,)
 
@@ -112,24 +118,21 @@ def test_eval_transform_has_no_randomness():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
 
 
-def test_augmented_views_are_seeded_and_leave_the_global_rng_alone():
+def test_train_transform_repeats_with_the_seed():
     image, target = ShapesDataset(1, image_size=64, seed=2)[0]
-    torch.manual_seed(7)
-    a = augmented_views(image, target, n=4, seed=1)
-    after = torch.rand(1)
-    torch.manual_seed(7)
-    b = augmented_views(image, target, n=4, seed=1)
-    assert torch.equal(torch.rand(1), after)
-    c = augmented_views(image, target, n=4, seed=2)
+    transform = train_transform(64)
+    a = draws(transform, image, target, 4, seed=1)
+    b = draws(transform, image, target, 4, seed=1)
+    c = draws(transform, image, target, 4, seed=2)
     assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b, strict=True))
     assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c, strict=True))
-    assert len({round(v[0].sum().item(), 3) for v in a}) > 1  # the views differ
+    assert len({round(v[0].sum().item(), 3) for v in a}) > 1  # the draws differ
 
 
 def test_zoom_out_canvas_is_filled_with_the_mean_colour():
     image = torch.zeros(3, 40, 40)
     target = {"boxes": torch.tensor([[0.0, 0.0, 40.0, 40.0]]), "labels": torch.tensor([1])}
-    views = augmented_views(image, target, n=30, transform=train_transform(40))
+    views = draws(train_transform(40), image, target, 30)
     # some view is zoomed out: the canvas around the black image shows the ImageNet mean
     # (photometric distortion runs before the zoom, so the canvas is the fill itself)
     mean = torch.tensor([0.485, 0.456, 0.406])

@@ -121,6 +121,12 @@ def test_released_ssd300_uses_the_formula_rounded():
     assert SSD300_VOC.scales == pytest.approx([0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05])
 
 
+def test_step_is_the_released_stride_or_image_over_map():
+    assert [SSD300_VOC.step(k) for k in range(6)] == [8, 16, 32, 64, 100, 300]
+    cfg = PriorConfig(300, (38, 3), None, (30, 60), (60, 90), ((), ()))
+    assert [cfg.step(0), cfg.step(1)] == [300 / 38, 100.0]
+
+
 def test_prior_index_finds_a_cell():
     cfg = SSD300_VOC
     cell = prior_index(cfg, layer=1, row=3, col=4)

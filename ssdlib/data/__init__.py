@@ -8,13 +8,13 @@ shapes      ShapesDataset: scenes drawn on the fly, no download; writes COCO / V
 voc         VOCDataset: PASCAL VOC (the paper's benchmark)
 coco        CocoDataset: any COCO-format instances file
 photos      PhotoDataset: real photographs from scikit-image with hand-drawn boxes
-transforms  train_transform (SSD's augmentation), eval_transform, augmented_views
-loader      collate, make_loader (seeded, worker-safe, distributed)
+transforms  train_transform (SSD's augmentation), eval_transform
+loader      collate (samples -> a batch)
 """
 
 from .coco import CocoDataset
 from .common import BACKGROUND_NAME, DatasetError, check_sample, make_target, read_image
-from .loader import collate, make_loader, seed_worker
+from .loader import collate
 from .photos import PHOTOS_JSON, PhotoDataset, load_photo
 from .shapes import CLASSES as SHAPES_CLASSES
 from .shapes import ShapeObject, ShapesDataset, ShapesScene
@@ -22,7 +22,6 @@ from .transforms import (
     AUGMENTATIONS,
     DetectionTransform,
     augmentation,
-    augmented_views,
     eval_transform,
     train_transform,
 )
@@ -43,15 +42,12 @@ __all__ = [
     "ShapesScene",
     "VOCDataset",
     "augmentation",
-    "augmented_views",
     "check_sample",
     "collate",
     "eval_transform",
     "load_photo",
-    "make_loader",
     "make_target",
     "parse_voc_xml",
     "read_image",
-    "seed_worker",
     "train_transform",
 ]

@@ -14,13 +14,13 @@ torchvision's own SSD recipe does); this module puts them in the paper's order a
 to the common sample format: ``(image float32 (3, H, W) in [0, 1], {"boxes": (G, 4) xyxy
 pixels, "labels": (G,), ...})``. Images are NOT normalised here: the model carries mean/std.
 
-Randomness comes from torch's global RNG, so ``torch.manual_seed`` repeats a run and each
-DataLoader worker (seeded by the loader) draws its own augmentations.
+Randomness comes from torch's global RNG, so ``torch.manual_seed`` repeats a run; training seeds
+each sample's draw (:class:`ssdlib.train.SeededSamples`), in whichever worker it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,36 +213,6 @@ def eval_transform(size: int = 300) -> DetectionTransform:
     on the resized boxes gives the same matches as on the original image.
     """
     return DetectionTransform(v2.Compose([v2.Resize((size, size), antialias=True)]))
-
-
-def augmented_views(
-    image: Tensor,
-    target: dict[str, Any],
-    n: int = 8,
-    transform: Callable[[Tensor, dict], tuple[Tensor, dict]] | None = None,
-    seed: int = 0,
-) -> list[tuple[Tensor, dict[str, Any]]]:
-    """``n`` augmented versions of one sample, for the augmentation viewer.
-
-    Draws from its own seeded stream (``torch.random.fork_rng``), so the same ``seed`` gives the
-    same views and the caller's global RNG is left as it was.
-
-    Args:
-        image: float32 ``(3, H, W)`` in [0, 1].
-        target: ``{"boxes": (G, 4) xyxy pixels, "labels": (G,), ...}``.
-        n: how many views.
-        transform: default :func:`train_transform` with ``size`` = the image's longer side.
-        seed: seed of the views' random stream.
-
-    Returns:
-        a list of ``n`` ``(image, target)`` pairs.
-    """
-    check_sample(image, target, where="augmented_views input")
-    if transform is None:
-        transform = train_transform(size=max(image.shape[-2:]))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return [transform(image, target) for _ in range(n)]
 
 
 # -- Every stage of one draw, for the augmentation lesson ------------------------------------------
