@@ -170,51 +170,44 @@ CPU_TINY_PRIORS = config_from_scales(
     name="CPU_TINY",
 )
 
+# The smallest SSD that still shows every idea, trainable on 2 CPU cores in minutes. Slim (an
+# eighth of VGG16's channels) with BatchNorm, AdamW and a short warmup, because it starts from
+# scratch; light augmentation, because every shapes image is new anyway. The README's "The CPU
+# preset" gives the runs that chose these settings.
+CPU_TINY = TrainConfig(
+    name="cpu-tiny",
+    priors=CPU_TINY_PRIORS,
+    width=0.125,
+    batch_norm=True,
+    augment="light",
+    optimizer="adamw",
+    lr=4e-3,
+    weight_decay=0.05,
+    warmup_steps=100,
+    schedule="cosine",
+    batch_size=16,
+    max_minutes=15.0,
+    eval_every=500,
+    eval_images=200,
+    log_every=10,
+    checkpoint_every=200,
+)
+
 PRESETS: dict[str, TrainConfig] = {
-    # The smallest SSD that still shows every idea, trainable on 2 CPU cores in minutes. Slim
-    # (an eighth of VGG16's channels) with BatchNorm, AdamW and a short warmup, because it
-    # starts from scratch; light augmentation, because every shapes image is new anyway. The
-    # README's "The CPU preset" gives the runs that chose these settings.
-    "cpu-tiny": TrainConfig(
-        name="cpu-tiny",
-        priors=CPU_TINY_PRIORS,
-        width=0.125,
-        batch_norm=True,
-        augment="light",
-        optimizer="adamw",
-        lr=4e-3,
-        weight_decay=0.05,
-        warmup_steps=100,
-        schedule="cosine",
-        batch_size=16,
-        max_minutes=15.0,
-        eval_every=500,
-        eval_images=200,
-        log_every=10,
-        checkpoint_every=200,
-    ),
+    "cpu-tiny": CPU_TINY,
     # SSD300 itself on 2 CPU cores: 300-pixel input, the six source maps 38/19/10/5/3/1 and
     # all 8732 default boxes, in COCO's sizes (21 px up: the shapes are as small as COCO's
-    # objects, §3.4). The same layers at an eighth of VGG16's channels with BatchNorm, and
-    # cpu-tiny's optimiser and light augmentation. A step budget, not minutes, so the shipped
-    # model (`make checkpoint-ssd300`, about an hour) is the same whatever else the machine does.
-    "ssd300-cpu": TrainConfig(
+    # objects, §3.4). cpu-tiny's slim layers, optimiser and light augmentation otherwise. A step
+    # budget, not minutes, so the shipped model (`make checkpoint-ssd300`, about an hour) is the
+    # same whatever else the machine does.
+    "ssd300-cpu": dataclasses.replace(
+        CPU_TINY,
         name="ssd300-cpu",
         priors=SSD300_COCO,
-        width=0.125,
-        batch_norm=True,
-        augment="light",
-        optimizer="adamw",
-        lr=4e-3,
-        weight_decay=0.05,
-        warmup_steps=100,
-        schedule="cosine",
-        batch_size=16,
+        max_minutes=None,
         max_steps=3000,
         num_workers=1,  # draws the next batch while the step runs
         eval_every=250,
-        eval_images=200,
-        log_every=10,
         checkpoint_every=250,
     ),
     # The full-width SSD300 on one GPU in five minutes from scratch (lesson 8, `make gpu-check`):
@@ -975,6 +968,8 @@ def _train(
             if math.isfinite(value) and value > s.best["value"]:
                 s.best = {"metric": config.best_metric, "value": value, "step": s.step}
                 run.save(BEST)
+            # At a validation step this is LAST's second write: the first, before validating,
+            # keeps the step if validation fails; this one adds its metrics and best to resume.
             if validating or s.step % config.checkpoint_every == 0 or interrupts:
                 run.save(LAST)
             if interrupts:  # Ctrl-C: stopped after a whole step, with its checkpoint written

@@ -48,8 +48,8 @@ class RandomIoUCrop(v2.RandomIoUCrop):
     ``trials`` random crops (sides ``min_scale..max_scale`` of the image, aspect in range),
     take the first that contains some box centre and has IoU >= the minimum with one of those
     boxes; if none does, pick an option again. torchvision tries the crops one by one, a few
-    small tensor operations each, which made this step half the pipeline's time on a CPU; here
-    the trials are one batch (4x faster). An image without objects is left uncropped at once
+    small tensor operations each; here the trials are one batched computation (the loader's
+    benchmark rows time the pipeline). An image without objects is left uncropped at once
     (torchvision retries until it draws the "keep" option, with the same result).
     """
 
