@@ -417,6 +417,43 @@ def _loader_case(preset_name: str) -> Callable[[Settings, str], Case]:
     return build
 
 
+def _iou_crop_case(settings: Settings, device: str) -> Case:
+    """SSD's augmentation of 32 shapes images at 300 px with ssdlib's ``RandomIoUCrop`` (its
+    trials drawn as one batch) against the same pipeline with torchvision's (trials one by
+    one); one torch thread, as in a loader process. The drawing of the images is left out."""
+    from torchvision.transforms import v2
+
+    import ssdlib.data.transforms as transforms
+    from ssdlib.data import ShapesDataset
+
+    data = ShapesDataset(settings.batch, IMAGE_SIZE, settings.seed, "train")
+    samples = [data[i] for i in range(settings.batch)]
+    ours_tf = transforms.train_transform(IMAGE_SIZE)
+    original = transforms.RandomIoUCrop
+    try:
+        transforms.RandomIoUCrop = v2.RandomIoUCrop  # the pipeline as torchvision's crop builds it
+        peer_tf = transforms.train_transform(IMAGE_SIZE)
+    finally:
+        transforms.RandomIoUCrop = original
+
+    def run(tf: Callable) -> Callable[[], list]:
+        def augment() -> list:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return [tf(image, target) for image, target in samples]
+            finally:
+                torch.set_num_threads(threads)
+
+        return augment
+
+    def check() -> None:
+        for (a, _), (b, _) in zip(run(ours_tf)(), run(peer_tf)(), strict=True):
+            assert a.shape == b.shape == (3, IMAGE_SIZE, IMAGE_SIZE)
+
+    return Case(run(ours_tf), run(peer_tf), check, items=settings.batch)
+
+
 # -- SSD300 on a GPU ---------------------------------------------------------------------------
 
 
@@ -625,6 +662,14 @@ ROWS: list[Row] = [
         _train_step_case("ssd300-cpu"),
         throughput=True,
         needs=lambda: _missing_modules("ssdlib.model", "ssdlib.train", "ssdlib.data"),
+    ),
+    Row(
+        "cpu-augment-ssd",
+        "cpu",
+        f"SSD's augmentation of {BATCH} shapes images at 300 px, RandomIoUCrop's trials batched",
+        "the same pipeline with torchvision's RandomIoUCrop (trials one by one)",
+        _iou_crop_case,
+        needs=lambda: _missing_modules("ssdlib.data"),
     ),
     *[
         Row(
