@@ -6,8 +6,9 @@ matching    default boxes <-> ground truth, training targets (§2.2)
 loss        MultiBox loss with hard negative mining (§2.2)
 nms         non-maximum suppression and detections (§3)
 fast        the same results as box_iou, assign_targets, MultiBoxLoss and postprocess, faster
-model       the network: VGG16 base, extra layers, heads (§2.1, §3)
-weights     ImageNet VGG16, torchvision's COCO SSD300, model files
+model       the network and its ModelConfig: VGG16 base, extra layers, heads (§2.1, §3)
+weights     ImageNet VGG16, torchvision's COCO SSD300, the shipped models
+checkpoint  model files and training checkpoints: one format each, one load_model
 data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders
 train       the training loop, presets, checkpoints, data-parallel
 evaluate    COCO mAP (pycocotools), VOC AP, precision-recall
@@ -18,7 +19,7 @@ experiments measured experiments, cached on the code and config that made them
 
 # No name here hides a module: the functions train.train, evaluate.evaluate and nms.nms are not
 # re-exported (ssdlib.nms is the module; call ssdlib.nms.nms(...), ssdlib.train.train(...)).
-from . import data, evaluate, experiments, fast, nms, report, train
+from . import checkpoint, data, evaluate, experiments, fast, nms, report, train
 from .boxes import (
     VARIANCES,
     box_area,
@@ -29,6 +30,7 @@ from .boxes import (
     encode,
     xyxy_to_cxcywh,
 )
+from .checkpoint import load_model, load_weights, save_model
 from .data import (
     CocoDataset,
     PhotoDataset,
@@ -42,7 +44,7 @@ from .data import (
 from .evaluate import PRCurve, average_precision, coco_map, precision_recall, voc_map, voc_match
 from .loss import MultiBoxLoss, background_loss, hard_negative_mining
 from .matching import MatchDetails, assign_targets, match, match_iou
-from .model import SSD, build_ssd
+from .model import SSD, ModelConfig, build_ssd
 from .nms import nms_steps, postprocess
 from .priors import (
     SSD300_COCO,
@@ -55,14 +57,7 @@ from .priors import (
 )
 from .train import PRESETS, NonFiniteLossError, TrainConfig, TrainResult, preset
 from .utils import default_device, seed_everything
-from .weights import (
-    WeightsUnavailableError,
-    from_torchvision,
-    load_model,
-    load_vgg16_backbone,
-    load_weights,
-    save_model,
-)
+from .weights import WeightsUnavailableError, from_torchvision, load_vgg16_backbone
 
 __version__ = "0.1.0"
 
@@ -75,6 +70,7 @@ __all__ = [
     "VARIANCES",
     "CocoDataset",
     "MatchDetails",
+    "ModelConfig",
     "MultiBoxLoss",
     "NonFiniteLossError",
     "PRCurve",
@@ -91,6 +87,7 @@ __all__ = [
     "box_area",
     "box_iou",
     "build_ssd",
+    "checkpoint",
     "clip_boxes",
     "coco_map",
     "collate",

@@ -6,7 +6,7 @@
     python -m ssdlib export --checkpoint runs/tiny/best.pt --out data/model.pt
 
 Each command is a thin shell over the library (:func:`ssdlib.train.train`,
-:func:`ssdlib.evaluate.evaluate`, ``SSD.detect``, :func:`ssdlib.weights.save_model`). Expected
+:func:`ssdlib.evaluate.evaluate`, ``SSD.detect``, :func:`ssdlib.checkpoint.save_model`). Expected
 failures (a missing dataset, a checkpoint that does not fit, a bad option) end with one line on
 stderr and a non-zero exit; ``--traceback`` shows the whole story.
 """
@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from .checkpoint import load_model, read_training_checkpoint, save_model
 from .data.transforms import AUGMENTATIONS
+from .model import SSD
 from .priors import SSD300_COCO
-from .train import PRESETS, load_checkpoint, model_from_checkpoint, preset, train
+from .train import PRESETS, preset, train
 from .utils import TAB10, atomic_write
 
 DATASETS = ("shapes", "voc", "coco")
@@ -141,18 +143,6 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(_jsonable(obj), indent=2))
 
 
-def load_any_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
-    """A network from a training checkpoint (``last.pt``/``best.pt``) or an exported model file."""
-    from .weights import load_model
-
-    try:
-        return model_from_checkpoint(load_checkpoint(path), device)
-    except ValueError as err:
-        if "not a training checkpoint" not in str(err):
-            raise
-    return load_model(path, map_location=device)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     config = preset(args.preset)
     overrides: dict[str, Any] = {"seed": args.seed}
@@ -202,7 +192,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     device = torch.device(args.device) if args.device else _default_device()
-    model = load_any_model(args.checkpoint, device)
+    model = load_model(args.checkpoint, device)
     data = eval_dataset(args, args.split, model.cfg.image_size)
     metrics = evaluate(
         model, data, batch_size=args.batch_size, device=device, num_workers=args.workers,
@@ -229,7 +219,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     device = torch.device(args.device) if args.device else _default_device()
     out_dir = Path(args.out)
     targets = detection_outputs([Path(p) for p in args.images], out_dir, args.overwrite)
-    model = load_any_model(args.checkpoint, device)
+    model = load_model(args.checkpoint, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     report, failed = [], []
     for path, target in targets.items():
@@ -315,8 +305,6 @@ def draw_detections(image, detections: dict[str, torch.Tensor], class_names: Seq
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .weights import save_model
-
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(
@@ -326,10 +314,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is the checkpoint being exported; choose another path")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt)
+    ckpt = read_training_checkpoint(args.checkpoint)
+    model = SSD(ckpt["model"])
+    model.load_state_dict(ckpt["state_dict"])
     extra = {
-        "step": ckpt["step"],
+        "step": ckpt["state"]["step"],
         "preset": ckpt["config"]["name"],
         "best": ckpt["state"]["best"],
         "history": ckpt["state"]["history"],  # metrics.csv's rows: the run's curves travel along
@@ -340,7 +329,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             "output": path,
             "megabytes": round(path.stat().st_size / 2**20, 2),
             "model": repr(model),
-            "step": ckpt["step"],
+            "step": ckpt["state"]["step"],
         }
     )
     return 0

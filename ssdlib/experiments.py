@@ -40,7 +40,7 @@ from torch import Tensor
 from .boxes import box_area
 from .data import ShapesDataset, augmentation
 from .evaluate import evaluate
-from .model import build_ssd, config_from_dict
+from .model import SSD, config_from_dict
 from .nms import SCORE_THRESHOLD
 from .report import BACKGROUND_IOU, diagnose, measure_inference
 from .train import TrainConfig, train
@@ -359,14 +359,8 @@ def train_and_evaluate(
         )
 
     seed_everything(seed)  # the same initial weights as train() would make
-    model = build_ssd(
-        config.priors,
-        len(train_set.classes),
-        config.width,
-        config.batch_norm,
-        train_set.classes,
-        sources=sources,
-    )
+    network = config.model_config(train_set.classes)
+    model = SSD(dataclasses.replace(network, sources=sources))
     start = time.perf_counter()
     result = train(config, train_set, None, device=device, progress=False, model=model)
     train_seconds = time.perf_counter() - start

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -299,7 +300,8 @@ class SSDHead(nn.Module):
 INPUT_RANGE_SLACK = 1e-3  # detect() accepts [0, 1] images with this much rounding error
 RESIZE_ANTIALIAS = True  # like torchvision.transforms.v2.Resize: large photos shrink without
 # aliasing (torchvision's own SSD transform resizes without it)
-STATE_FORMAT = "ssdlib.SSD/1"  # tag of the metadata every SSD state dict carries
+STATE_FORMAT = "ssdlib.SSD/2"  # tag of the metadata every SSD state dict carries: the ModelConfig
+STATE_FORMAT_V1 = "ssdlib.SSD/1"  # before the ModelConfig: its fields one by one; still read
 
 
 def config_to_dict(cfg: PriorConfig) -> dict[str, Any]:
@@ -325,6 +327,96 @@ def config_difference(a: PriorConfig, b: PriorConfig) -> str:
         for name in fields
         if getattr(a, name) != getattr(b, name)
     )
+
+
+def _as_float32(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(np.asarray(values, dtype=np.float32).tolist())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that builds an SSD network, in one place: :class:`SSD` is built from it, and
+    every model file and training checkpoint stores it (:mod:`ssdlib.checkpoint`). Weights fit a
+    network whose config is equal to theirs but for the class names, which they bring along.
+    """
+
+    priors: PriorConfig  # the default boxes: input size, maps, sizes and aspect ratios
+    class_names: tuple[str, ...]  # K names, index 0 the background
+    width: float = 1.0  # multiplies every base and extra channel count (multiples of 8)
+    batch_norm: bool = False  # BatchNorm after every base and extra convolution
+    sources: tuple[int, ...] | None = None  # the backbone map each prior layer reads (0 conv4_3,
+    # 1 fc7, 2 the first extra layer's, ...); None: layer k on map k, as in the paper
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the input normalisation forward() applies
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        names, mean, std = tuple(self.class_names), tuple(self.mean), tuple(self.std)
+        if len(names) < 2:
+            raise ValueError(f"need at least 2 classes (background + one), got {list(names)}")
+        if not self.width > 0:
+            raise ValueError(f"width must be positive, got {self.width}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
+        sources = _check_sources(self.priors, self.sources)
+        paper = sources == tuple(range(len(self.priors.feature_maps)))
+        for name, value in (
+            ("class_names", names),
+            ("width", float(self.width)),
+            ("batch_norm", bool(self.batch_norm)),
+            ("sources", None if paper else sources),  # one spelling for the paper's choice
+            ("mean", _as_float32(mean)),  # as the buffers hold them, so that a config read
+            (
+                "std",
+                _as_float32(std),
+            ),  # back from a model's weights equals the one it was built from
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (for a checkpoint or JSON); :meth:`from_dict` reads them back."""
+        return {
+            "priors": config_to_dict(self.priors),
+            "class_names": list(self.class_names),
+            "width": self.width,
+            "batch_norm": self.batch_norm,
+            "sources": list(self.sources) if self.sources is not None else None,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        d["priors"] = config_from_dict(d["priors"])
+        return cls(**d)
+
+    def difference(self, other: ModelConfig) -> str:
+        """The fields where two configs differ, e.g. ``"width: 0.125 vs 1.0"``."""
+        parts = []
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if a == b:
+                continue
+            if f.name == "priors":
+                parts.append(f"priors: {config_difference(a, b)}")
+            elif f.name == "class_names":
+                parts.append(f"{len(a)} classes {list(a)} vs {len(b)} {list(b)}")
+            else:
+                parts.append(f"{f.name}: {a} vs {b}")
+        return "; ".join(parts)
+
+    def takes_weights_of(self, other: ModelConfig) -> bool:
+        """Whether a network of this config can load weights made for ``other``: equal configs
+        but for what the weights bring along (the class names, the same number of them; the
+        input normalisation, stored as buffers)."""
+        if other.num_classes != self.num_classes:
+            return False
+        brought = {"class_names": self.class_names, "mean": self.mean, "std": self.std}
+        return dataclasses.replace(other, **brought) == self
 
 
 def _source_sizes(cfg: PriorConfig, extras: Sequence[ExtraLayer], width: float) -> list[int]:
@@ -393,7 +485,7 @@ def _init_weights(backbone: SSDBackbone, head: SSDHead) -> None:
 
 
 class SSD(nn.Module):
-    """The SSD network for one :class:`PriorConfig`. Build it with :func:`build_ssd`.
+    """The SSD network of one :class:`ModelConfig`. Build it with :func:`build_ssd`.
 
     ``forward(images)`` takes ``(B, 3, S, S)`` RGB in [0, 1] (S = ``cfg.image_size``), normalises
     them with ``mean``/``std`` as its first step, and returns ``(loc (B, P, 4), conf (B, P, K))``:
@@ -411,58 +503,53 @@ class SSD(nn.Module):
     mean: Tensor
     std: Tensor
 
-    def __init__(
-        self,
-        cfg: PriorConfig,
-        num_classes: int,
-        width: float = 1.0,
-        batch_norm: bool = False,
-        class_names: Sequence[str] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        sources: Sequence[int] | None = None,
-    ):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"need num_classes >= 2 (background + one class), got {num_classes}")
-        if not width > 0:
-            raise ValueError(f"width must be positive, got {width}")
-        if class_names is None:
-            class_names = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"got {len(class_names)} class names for {num_classes} classes "
-                "(index 0 is the background)"
-            )
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
-        self.sources = _check_sources(cfg, sources)
-        paper_sources = self.sources == tuple(range(len(cfg.feature_maps)))
-        if paper_sources:
-            extras = plan_extras(cfg)
-        else:
-            extras = _extras_for_sources(cfg, self.sources, width)
-        actual = _source_sizes(cfg, extras, width)
-        used = [actual[s] if s < len(actual) else None for s in self.sources]
+        cfg = config.priors
+        sources = _check_sources(cfg, config.sources)
+        paper_sources = config.sources is None
+        extras = (
+            plan_extras(cfg) if paper_sources else _extras_for_sources(cfg, sources, config.width)
+        )
+        actual = _source_sizes(cfg, extras, config.width)
+        used = [actual[s] if s < len(actual) else None for s in sources]
         if used != list(cfg.feature_maps):
-            read = "" if paper_sources else f" (its layers read maps {list(self.sources)})"
+            read = "" if paper_sources else f" (its layers read maps {list(sources)})"
             raise ValueError(
                 f"{cfg.name}: for {cfg.image_size}×{cfg.image_size} inputs the network's source "
                 f"maps are {actual}{read}, but the config expects {list(cfg.feature_maps)} "
                 "(conv4_3 has stride 8, fc7 stride 16)"
             )
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.class_names = list(class_names)
-        self.width = float(width)
-        self.batch_norm = bool(batch_norm)
-        self.backbone = SSDBackbone(extras, self.width, self.batch_norm)
-        channels = [self.backbone.out_channels[s] for s in self.sources]  # per prior layer
-        self.head = SSDHead(channels, cfg.boxes_per_cell, num_classes)
+        self.config = config
+        self.sources = sources  # (m,): the backbone map of each prior layer
+        self.backbone = SSDBackbone(extras, config.width, config.batch_norm)
+        channels = [self.backbone.out_channels[s] for s in sources]  # per prior layer
+        self.head = SSDHead(channels, cfg.boxes_per_cell, config.num_classes)
         _init_weights(self.backbone, self.head)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32))
         self.register_buffer("priors", default_boxes(cfg), persistent=False)  # (P, 4) cxcywh
+
+    # The config's fields, as the lessons read them off a model.
+    @property
+    def cfg(self) -> PriorConfig:
+        return self.config.priors
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    @property
+    def width(self) -> float:
+        return self.config.width
+
+    @property
+    def batch_norm(self) -> bool:
+        return self.config.batch_norm
 
     @property
     def source_names(self) -> list[str]:
@@ -620,50 +707,53 @@ class SSD(nn.Module):
         return "\n".join(rows)
 
     # -- the state dict carries the configuration -----------------------------------------------
-    def build_args(self) -> dict[str, Any]:
-        """What :func:`build_ssd` needs to rebuild this network, as plain values (``sources``
-        only where it is not the paper's one map per layer)."""
-        args = {
-            "cfg": config_to_dict(self.cfg),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "width": self.width,
-            "batch_norm": self.batch_norm,
-        }
-        if self.sources != tuple(range(len(self.cfg.feature_maps))):
-            args["sources"] = list(self.sources)
-        return args
-
-    def check_compatible(self, args: dict[str, Any], source: str) -> None:
-        """Raise a ValueError naming both sides if weights built with ``args`` do not fit."""
-        theirs = config_from_dict(args["cfg"])
-        if theirs != self.cfg:
-            raise ValueError(
-                f"{source} was made for {theirs!r}, but this model is {self.cfg!r} "
-                f"({config_difference(theirs, self.cfg)}); the default boxes would not match"
-            )
-        for key in ("num_classes", "width", "batch_norm"):
-            if args[key] != getattr(self, key):
-                raise ValueError(
-                    f"{source} has {key}={args[key]}, but this model has "
-                    f"{key}={getattr(self, key)} (both {self.cfg.name})"
-                )
-        theirs_sources = _check_sources(theirs, args.get("sources"))
-        if theirs_sources != self.sources:
-            raise ValueError(
-                f"{source} has sources={list(theirs_sources)}, but this model has "
-                f"sources={list(self.sources)} (the maps each prior layer reads)"
-            )
+    def check_weights(self, theirs: ModelConfig, source: str) -> None:
+        """Raise a ValueError naming both sides if weights made for ``theirs`` do not fit."""
+        if self.config.takes_weights_of(theirs):
+            return
+        if theirs.num_classes == self.num_classes:  # what the weights bring never matters
+            brought = {"class_names": self.config.class_names, "mean": self.config.mean}
+            theirs = dataclasses.replace(theirs, **brought, std=self.config.std)
+        raise ValueError(
+            f"{source} holds weights for another network: {theirs.difference(self.config)} "
+            f"(its {theirs.priors.name} vs this model's {self.cfg.name})"
+        )
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, **self.build_args()}
+        return {"format": STATE_FORMAT, "model": self.config.to_dict()}
 
     def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
+            theirs = ModelConfig.from_dict(state["model"])
+        elif isinstance(state, dict) and state.get("format") == STATE_FORMAT_V1:
+            theirs = config_from_v1(state, self.config.mean, self.config.std)  # mean, std: buffers
+        else:
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"the state dict's metadata is {got!r}, expected {STATE_FORMAT!r}")
-        self.check_compatible(state, "the state dict")
-        self.class_names = list(state["class_names"])  # the weights say what their classes are
+        self.check_weights(theirs, "the state dict")
+        # the weights say what their classes are, and bring their normalisation (now in the buffers)
+        self.config = dataclasses.replace(
+            self.config,
+            class_names=theirs.class_names,
+            mean=tuple(self.mean.tolist()),
+            std=tuple(self.std.tolist()),
+        )
+
+
+def config_from_v1(
+    args: dict[str, Any], mean: Sequence[float], std: Sequence[float]
+) -> ModelConfig:
+    """The :class:`ModelConfig` of a version-1 file or state dict (its fields at the top level,
+    ``cfg`` for the default boxes; mean and std beside them or in the weights)."""
+    return ModelConfig(
+        priors=config_from_dict(args["cfg"]),
+        class_names=tuple(args["class_names"]),
+        width=args["width"],
+        batch_norm=args["batch_norm"],
+        sources=args.get("sources"),
+        mean=tuple(args.get("mean", mean)),
+        std=tuple(args.get("std", std)),
+    )
 
 
 def build_ssd(
@@ -695,6 +785,11 @@ def build_ssd(
     Returns:
         An :class:`SSD` whose ``forward`` maps ``(B, 3, S, S)`` to ``(B, P, 4), (B, P, K)``.
     """
-    return SSD(
-        cfg, num_classes, width, batch_norm, class_names, mean=mean, std=std, sources=sources
-    )
+    if class_names is None:
+        class_names = ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"got {len(class_names)} class names for {num_classes} classes "
+            "(index 0 is the background)"
+        )
+    return SSD(ModelConfig(cfg, tuple(class_names), width, batch_norm, sources, mean, std))

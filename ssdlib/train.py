@@ -41,18 +41,17 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from . import fast
+from .checkpoint import read_training_checkpoint, save_training_checkpoint
 from .data.loader import collate
 from .data.shapes import ShapesDataset
 from .data.transforms import AUGMENTATIONS
 from .evaluate import check_same_classes, classes_of, evaluate
 from .loss import NEG_POS_RATIO
 from .matching import IOU_THRESHOLD
-from .model import SSD, build_ssd, config_from_dict, config_to_dict
+from .model import SSD, ModelConfig, config_from_dict, config_to_dict
 from .priors import SSD300_COCO, SSD300_VOC, SSD512_VOC, PriorConfig, config_from_scales
-from .utils import atomic_save, default_device, seed_everything
-from .weights import unreadable_file_message
+from .utils import default_device, seed_everything
 
-CHECKPOINT_FORMAT = "ssdlib-training-checkpoint/1"  # vs "ssdlib-checkpoint", a model file
 LAST, BEST = "last.pt", "best.pt"  # checkpoint names in the output directory
 METRICS_FILE = "metrics.csv"
 METRIC_COLUMNS = (
@@ -139,6 +138,10 @@ class TrainConfig:
     def __repr__(self) -> str:
         lines = [f"    {f.name}={getattr(self, f.name)!r}," for f in dataclasses.fields(self)]
         return "TrainConfig(\n" + "\n".join(lines) + "\n)"
+
+    def model_config(self, class_names: Sequence[str]) -> ModelConfig:
+        """The network this config trains on a dataset of ``class_names`` (background first)."""
+        return ModelConfig(self.priors, tuple(class_names), self.width, self.batch_norm)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the priors as a dict), for checkpoints and JSON."""
@@ -481,51 +484,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint (``last.pt`` / ``best.pt``), checking that it is one.
-
-    Returns the dict :func:`train` wrote: ``model`` (state dict), ``model_args``, ``optimizer``,
-    ``scheduler``, ``scaler``, ``rng``, ``data``, ``step``, ``epoch``, ``config``, ``history`` ...
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which
-        raise ValueError(unreadable_file_message(path, "checkpoint", err)) from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(
-            f"{path} is not a training checkpoint (format {got!r}, expected "
-            f"{CHECKPOINT_FORMAT!r}); a model file from `export` is read by load_model"
-        )
-    missing = [k for k in ("model", "model_args", "optimizer", "config", "state") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{path} is an incomplete training checkpoint: it lacks {missing}")
-    return ckpt
-
-
-def model_from_checkpoint(
-    ckpt: dict[str, Any] | str | os.PathLike, device: torch.device | str = "cpu"
-) -> SSD:
-    """The network stored in a training checkpoint (a dict from :func:`load_checkpoint`, or a
-    path), in eval mode on ``device``."""
-    if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
-    args = ckpt["model_args"]
-    model = build_ssd(
-        config_from_dict(args["cfg"]),
-        args["num_classes"],
-        args["width"],
-        args["batch_norm"],
-        args["class_names"],
-        sources=args.get("sources"),
-    )
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
 # -- the loop ----------------------------------------------------------------------------------
 
 
@@ -644,14 +602,13 @@ class _Run:
     ):
         self.config, self.d, self.out_dir, device = config, d, out_dir, d.device
         seed_everything(config.seed)  # the same initial weights in every process
+        wanted = config.model_config(class_names)  # the network of the config and the data
         if model is None:
-            model = build_ssd(
-                config.priors, len(class_names), config.width, config.batch_norm, class_names
-            )
-        elif model.cfg != config.priors or model.num_classes != len(class_names):
+            model = SSD(wanted)
+        elif dataclasses.replace(model.config, sources=None) != wanted:  # sources: its own choice
             raise ValueError(
-                f"the model ({model!r}) does not match the config's priors {config.priors!r} "
-                f"and the dataset's {len(class_names)} classes"
+                f"the model ({model!r}) does not match the config and the dataset: "
+                f"{dataclasses.replace(model.config, sources=None).difference(wanted)}"
             )
         self.model = model.to(device)
         self.channels_last = config.channels_last
@@ -741,30 +698,21 @@ class _Run:
                 f"lower learning rate (lr={self.config.lr:g}) or gradient clipping "
                 f"(grad_clip={self.config.grad_clip})"
             )
-        atomic_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model": self.model.state_dict(),
-                "model_args": self.model.build_args(),
-                "optimizer": self.optimizer.state_dict(),
-                # The schedule is a function of (step, progress) and the config: nothing more.
-                "scheduler": {"schedule": self.config.schedule, "step": s.step},
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "rng": _rng_state(),
-                "data": {"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch},
-                "state": dataclasses.asdict(s),
-                "step": s.step,
-                "epoch": s.epoch,
-                "config": self.config.to_dict(),
-                "world_size": self.d.world_size,
-            },
+        save_training_checkpoint(
             self.out_dir / name,
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            rng=_rng_state(),
+            state=dataclasses.asdict(s),  # step, epoch, position in it, history, best ...
+            config=self.config.to_dict(),
+            world_size=self.d.world_size,
         )
 
     def restore(self, path: Path, class_names: list[str]) -> None:
-        ckpt = load_checkpoint(path)
-        _check_resumable(ckpt, self.config, class_names, path)
-        self.model.load_state_dict(ckpt["model"])
+        ckpt = read_training_checkpoint(path)
+        _check_resumable(ckpt, self.config, self.model.config, path)
+        self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt["scaler"] is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -1045,21 +993,22 @@ def _all_reduce_max(value: float, d: _Dist) -> float:
 
 
 def _check_resumable(
-    ckpt: dict[str, Any], config: TrainConfig, class_names: list[str], path: Path
+    ckpt: dict[str, Any], config: TrainConfig, network: ModelConfig, path: Path
 ) -> None:
-    """A run continues only with the same network, classes, batch and seed."""
+    """A run continues only with the same network (classes included), batch and seed."""
+    if ckpt["model"] != network:
+        raise ValueError(
+            f"{path} was trained with another network or classes "
+            f"({ckpt['model'].difference(network)}; the checkpoint's vs this run's); resume "
+            "needs the same configuration"
+        )
     old = TrainConfig.from_dict(ckpt["config"])
-    for key in ("priors", "width", "batch_norm", "batch_size", "seed"):
+    for key in ("batch_size", "seed"):
         if getattr(old, key) != getattr(config, key):
             raise ValueError(
                 f"{path} was trained with {key}={getattr(old, key)!r}, this run has "
                 f"{key}={getattr(config, key)!r}; resume needs the same configuration"
             )
-    if ckpt["model_args"]["class_names"] != class_names:
-        raise ValueError(
-            f"{path} was trained on classes {ckpt['model_args']['class_names']}, the dataset "
-            f"has {class_names}"
-        )
 
 
 def _holds_objects(dataset: Any, indices: Sequence[int] | None = None) -> bool | None:

@@ -5,8 +5,8 @@
   convolutional layers, subsample parameters from fc6 and fc7").
 * :func:`from_torchvision`: torchvision's COCO-trained ``ssd300_vgg16`` (25.1 COCO AP) as an
   ssdlib model with the same outputs.
-* :func:`save_model` / :func:`load_model` / :func:`load_weights`: checkpoints that carry their
-  configuration, so that weights never meet default boxes they were not trained with.
+* :func:`load_shipped_model`: the trained models the repository ships (model files, read by
+  :func:`ssdlib.checkpoint.load_model`).
 
 Nothing here reaches the network unless asked to (``source="torchvision"``); offline, the error
 says which file to fetch and where to put it.
@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .model import SSD, VGG16_STAGES, build_ssd, config_difference, config_from_dict
-from .priors import SSD300_COCO, PriorConfig
-from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_save
+from .checkpoint import load_model, read_file
+from .model import SSD, VGG16_STAGES, build_ssd
+from .priors import SSD300_COCO
+from .utils import IMAGENET_MEAN, IMAGENET_STD
 
 StateSource = Mapping[str, Tensor] | str | os.PathLike
 
@@ -49,33 +50,12 @@ def _torchvision_weights(weights: Any, what: str, how: str) -> dict[str, Tensor]
         ) from err
 
 
-def _read(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> Any:
-    """``torch.load`` (tensors and plain values only) with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} file at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch.load fails in many ways (zip, pickle, EOF): report the file
-        raise ValueError(unreadable_file_message(path, what, err)) from err
-
-
-def unreadable_file_message(path: Path, what: str, err: Exception) -> str:
-    """One line for a file ``torch.load(weights_only=True)`` refused. torch's own text is left
-    out: it advises ``weights_only=False``, which runs whatever code a crafted file holds."""
-    return (
-        f"{path} is not a readable {what} file: corrupt, truncated, or not written by "
-        f"torch.save ({type(err).__name__}); do not retry with weights_only=False unless you "
-        "trust where the file came from"
-    )
-
-
 def _state_dict(source: StateSource, weights: Any, what: str, how: str) -> Mapping[str, Tensor]:
     if isinstance(source, Mapping):
         return source
     if isinstance(source, str) and source == "torchvision":
         return _torchvision_weights(weights, what, how)
-    state = _read(source, what)
+    state = read_file(source, what)
     if not isinstance(state, Mapping):
         raise ValueError(f"{source}: expected a state dict, got a {type(state).__name__}")
     return state
@@ -286,103 +266,6 @@ def from_torchvision(state_dict: StateSource = "torchvision") -> SSD:
     return model.eval()
 
 
-# -- Checkpoints ---------------------------------------------------------------------------------
-CHECKPOINT_FORMAT = "ssdlib-checkpoint"  # tag of files written by save_model
-CHECKPOINT_VERSION = 1  # bumped when the layout changes; older files stay readable
-MODEL_FILE_KEYS = ("cfg", "num_classes", "class_names", "width", "batch_norm", "state_dict")
-
-
-def save_model(model: SSD, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically: a crash leaves the previous file intact.
-
-    The file holds everything :func:`load_model` needs (the PriorConfig's fields and name,
-    num_classes, class names, width, batch_norm, mean/std), a format tag and version, the state
-    dict on the CPU, and ``extra`` (plain values such as the epoch or a metric).
-    """
-    state = {
-        k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in model.state_dict().items()
-    }
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        **model.build_args(),
-        "mean": model.mean.tolist(),
-        "std": model.std.tolist(),
-        "state_dict": state,
-        "extra": dict(extra or {}),
-    }
-    return atomic_save(checkpoint, path)
-
-
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The contents of a :func:`save_model` file, checked: a clear error for a missing, corrupt,
-    foreign or too new file."""
-    checkpoint = _read(path, "checkpoint", map_location)
-    tag = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    if tag != CHECKPOINT_FORMAT:
-        hint = "a bare state dict loads with model.load_state_dict()"
-        if isinstance(checkpoint, dict) and any(str(k).startswith("head.") for k in checkpoint):
-            hint = "torchvision's ssd300_vgg16 weights load with weights.from_torchvision(path)"
-        raise ValueError(
-            f"{path} is not an ssdlib checkpoint (format {tag!r}, expected "
-            f"{CHECKPOINT_FORMAT!r}); {hint}"
-        )
-    missing = [k for k in MODEL_FILE_KEYS if k not in checkpoint]
-    if missing:
-        raise ValueError(f"{path} is an incomplete ssdlib checkpoint: it lacks {missing}")
-    if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{path} has checkpoint version {checkpoint['version']}, newer than this ssdlib's "
-            f"{CHECKPOINT_VERSION}: update ssdlib"
-        )
-    return checkpoint
-
-
-def load_model(
-    path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    expect_cfg: PriorConfig | None = None,
-) -> SSD:
-    """Rebuild the model saved by :func:`save_model`, in eval mode on ``map_location``.
-
-    Args:
-        path: the checkpoint file.
-        map_location: the device to load onto.
-        expect_cfg: if given, the checkpoint's PriorConfig must equal it (ValueError otherwise).
-    """
-    checkpoint = read_checkpoint(path, map_location)
-    cfg = config_from_dict(checkpoint["cfg"])
-    if expect_cfg is not None and cfg != expect_cfg:
-        raise ValueError(
-            f"{path} holds a model for {cfg!r}, expected {expect_cfg!r} "
-            f"({config_difference(cfg, expect_cfg)})"
-        )
-    model = build_ssd(
-        cfg,
-        checkpoint["num_classes"],
-        width=checkpoint["width"],
-        batch_norm=checkpoint["batch_norm"],
-        class_names=checkpoint["class_names"],
-        mean=checkpoint["mean"],
-        std=checkpoint["std"],
-        sources=checkpoint.get("sources"),  # present only for non-default source maps
-    )
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(map_location).eval()
-
-
-def load_weights(model: SSD, path: str | os.PathLike) -> SSD:
-    """Load the weights of a :func:`save_model` file into an existing ``model``.
-
-    The checkpoint must have been made for the same PriorConfig, classes, width and batch norm;
-    otherwise a ValueError names the file and both configurations. Returns ``model``.
-    """
-    checkpoint = read_checkpoint(path, model.mean.device)
-    model.check_compatible(checkpoint, f"checkpoint {path}")
-    model.load_state_dict(checkpoint["state_dict"])
-    return model
-
-
 # -- The shipped models --------------------------------------------------------------------------
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "data" / "cpu_tiny_shapes.pt"
 # the cpu-tiny preset trained on ShapesDataset by `make checkpoint`; the concept notebooks show
@@ -411,4 +294,4 @@ def load_shipped_model(map_location: str | torch.device = "cpu", preset: str = "
             f"the shipped model {path} is missing: in a clone of the repository, "
             f"{_HOW_TO_MAKE[preset]}"
         )
-    return load_model(path, map_location)
+    return load_model(path, map_location)  # ssdlib.checkpoint

@@ -154,7 +154,7 @@ def test_configs_the_network_cannot_make(feature_maps, image_size, message):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="num_classes >= 2"):
+    with pytest.raises(ValueError, match=r"need at least 2 classes"):
         slim_model(num_classes=1)
     with pytest.raises(ValueError, match="got 2 class names for 4 classes"):
         slim_model(class_names=["background", "cat"])
@@ -336,9 +336,9 @@ def test_state_dict_round_trip_and_mismatch():
     assert same.class_names == ["background", "cat", "dog"]
     # SSD300_COCO has the very same layers: only the metadata can tell the weights apart
     coco = build_ssd(SSD300_COCO, 3, width=SLIM)
-    with pytest.raises(ValueError, match=r"SSD300_VOC.*but this model is.*SSD300_COCO.*min_sizes"):
+    with pytest.raises(ValueError, match=r"min_sizes.*its SSD300_VOC vs this model's SSD300_COCO"):
         coco.load_state_dict(voc.state_dict())
-    with pytest.raises(ValueError, match=r"width=0\.125, but this model has width=0\.25"):
+    with pytest.raises(ValueError, match=r"another network: width: 0\.125 vs 0\.25"):
         build_ssd(SSD300_VOC, 3, width=0.25).load_state_dict(voc.state_dict())
 
 

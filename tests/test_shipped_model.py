@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ssdlib import weights
+from ssdlib.checkpoint import read_checkpoint
 from ssdlib.cli import SHAPES_DATA_SEED, SHAPES_VAL_IMAGES
 from ssdlib.data import ShapesDataset
 from ssdlib.evaluate import evaluate
@@ -64,7 +65,7 @@ def test_the_shipped_ssd300_is_small_and_has_all_8732_default_boxes():
     ssd300 = PRESETS["ssd300-cpu"]
     assert model.cfg == ssd300.priors and model.num_priors == 8732
     assert model.width == ssd300.width and model.batch_norm and not model.training
-    extra = weights.read_checkpoint(weights.SHIPPED_SSD300)["extra"]
+    extra = read_checkpoint(weights.SHIPPED_SSD300)["extra"]
     assert extra["preset"] == "ssd300-cpu" and extra["step"] == ssd300.max_steps
     assert [r["step"] for r in extra["history"] if "val_map_50" in r][-1] == ssd300.max_steps
 

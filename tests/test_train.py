@@ -19,13 +19,15 @@ import torch
 import torch.multiprocessing as mp
 
 import ssdlib.train as train_module
+from ssdlib.checkpoint import TRAINING_FORMAT, load_model
+from ssdlib.checkpoint import read_training_checkpoint as load_checkpoint
 from ssdlib.data.shapes import ShapesDataset
 from ssdlib.data.transforms import train_transform
 from ssdlib.fast import MultiBoxLoss  # the loss training runs
+from ssdlib.model import build_ssd
 from ssdlib.priors import config_from_scales
 from ssdlib.train import (
     BEST,
-    CHECKPOINT_FORMAT,
     LAST,
     METRIC_COLUMNS,
     PRESETS,
@@ -35,9 +37,7 @@ from ssdlib.train import (
     TrainConfig,
     epoch_batches,
     epoch_order,
-    load_checkpoint,
     lr_factor,
-    model_from_checkpoint,
     preset,
     train,
 )
@@ -175,14 +175,14 @@ def test_train_writes_checkpoints_and_metrics(tmp_path, device):
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0].split(",") == list(METRIC_COLUMNS) and len(lines) == 5
     ckpt = load_checkpoint(tmp_path / LAST)
-    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["step"] == 4
-    for key in ("model", "optimizer", "scheduler", "scaler", "rng", "data", "config", "state"):
+    assert ckpt["format"] == TRAINING_FORMAT and ckpt["state"]["step"] == 4
+    for key in ("model", "state_dict", "optimizer", "scaler", "rng", "config", "state"):
         assert key in ckpt
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
-    assert ckpt["data"] == {"epoch": 2, "batch_in_epoch": 0}  # 4 steps of 2 per epoch
+    assert (ckpt["state"]["epoch"], ckpt["state"]["batch_in_epoch"]) == (2, 0)  # 4 steps of 2
     assert (tmp_path / BEST).exists()
     assert load_checkpoint(tmp_path / BEST)["state"]["best"]["step"] in (2, 4)
-    model = model_from_checkpoint(tmp_path / LAST)
+    model = load_model(tmp_path / LAST)
     for k, v in params(result.model).items():
         assert torch.equal(v, model.state_dict()[k]), k
     with pytest.raises(FileExistsError, match="resume=True"):
@@ -286,7 +286,8 @@ def test_resume_continues_the_loss_curve_exactly(tmp_path, monkeypatch):
         train(TINY, data, out_dir=tmp_path / "resumed", progress=False)
     monkeypatch.setattr(train_module.fast, "MultiBoxLoss", MultiBoxLoss)
     stopped = load_checkpoint(tmp_path / "resumed" / LAST)
-    assert stopped["step"] == 2 and stopped["data"] == {"epoch": 0, "batch_in_epoch": 2}
+    position = (stopped["state"]["epoch"], stopped["state"]["batch_in_epoch"])
+    assert stopped["state"]["step"] == 2 and position == (0, 2)
     torch.manual_seed(12345)  # the resumed process starts from other RNG states
     resumed = train(TINY, data, out_dir=tmp_path / "resumed", resume=True, progress=False)
 
@@ -357,7 +358,7 @@ def test_the_gpu_recipe_runs_on_the_cpu_with_all_but_cuda(monkeypatch):
 def test_resume_refuses_another_config(tmp_path):
     train(dataclasses.replace(TINY, max_steps=2), tiny_data(), out_dir=tmp_path, progress=False)
     wider = dataclasses.replace(TINY, width=0.25)
-    with pytest.raises(ValueError, match=r"width=0\.125.*width=0\.25"):
+    with pytest.raises(ValueError, match=r"another network or classes \(width: 0\.125 vs 0\.25"):
         train(wider, tiny_data(), out_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(FileNotFoundError):
         train(TINY, tiny_data(), out_dir=tmp_path / "nothing", resume=True, progress=False)
@@ -371,7 +372,7 @@ def test_non_finite_loss_stops_before_touching_the_weights(tmp_path, monkeypatch
     cfg = dataclasses.replace(TINY, checkpoint_every=1)
     data = tiny_data()
     torch.manual_seed(0)
-    model = train_module.build_ssd(TINY_PRIORS, len(data.classes), 0.125, class_names=data.classes)
+    model = build_ssd(TINY_PRIORS, len(data.classes), 0.125, class_names=data.classes)
     with pytest.raises(NonFiniteLossError) as info:
         train(cfg, data, out_dir=tmp_path, progress=False, model=model)
     message = str(info.value)
@@ -380,9 +381,9 @@ def test_non_finite_loss_stops_before_touching_the_weights(tmp_path, monkeypatch
         assert hint in message
     # The model in memory still has the weights after step 1, which last.pt holds.
     stored = load_checkpoint(tmp_path / LAST)
-    assert stored["step"] == 1
+    assert stored["state"]["step"] == 1
     for k, v in params(model).items():
-        assert torch.equal(v, stored["model"][k]), k
+        assert torch.equal(v, stored["state_dict"][k]), k
 
 
 def test_a_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -391,8 +392,8 @@ def test_a_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     saves = []
 
     def save_then_fail(obj, f, *args, **kwargs):
-        saves.append(obj["step"])
-        if obj["step"] == 2:  # the disk fills up halfway through step 2's checkpoint
+        saves.append(obj["state"]["step"])
+        if obj["state"]["step"] == 2:  # the disk fills up halfway through step 2's checkpoint
             f.write(b"PK\x03\x04 half a zip file")
             raise OSError(28, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
@@ -401,7 +402,7 @@ def test_a_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
     assert saves == [1, 2]
-    assert load_checkpoint(tmp_path / LAST)["step"] == 1  # the old file, intact
+    assert load_checkpoint(tmp_path / LAST)["state"]["step"] == 1  # the old file, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST, "metrics.csv"]  # no debris
 
 
@@ -438,11 +439,11 @@ def test_two_process_ddp_step_equals_one_process(tmp_path):
     single = train(DDP_CFG, tiny_data(), out_dir=tmp_path / "single", progress=False)
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
     ddp = load_checkpoint(tmp_path / "ddp" / LAST)
-    assert ddp["world_size"] == 2 and ddp["step"] == 1
+    assert ddp["world_size"] == 2 and ddp["state"]["step"] == 1
     torch.manual_seed(DDP_CFG.seed)
-    start = params(train_module.build_ssd(TINY_PRIORS, 8, 0.125, False))  # the initial weights
+    start = params(build_ssd(TINY_PRIORS, 8, 0.125, False))  # the initial weights
     for k, v in params(single.model).items():
-        step_single, step_ddp = v - start[k], ddp["model"][k] - start[k]
+        step_single, step_ddp = v - start[k], ddp["state_dict"][k] - start[k]
         # Equal up to float32 rounding: of gradient sums taken in another order (1e-5 of the
         # update), and of the weights themselves (a few ulps of the largest weight).
         tolerance = 1e-5 * float(step_single.abs().max()) + 1e-6 * float(v.abs().max())
@@ -473,7 +474,7 @@ def test_ctrl_c_finishes_the_step_saves_it_and_the_run_resumes(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt, match="holds step 3"):
         train(TINY, tiny_data(), out_dir=tmp_path, progress=False)
     assert signal.getsignal(signal.SIGINT) is handler  # the user's Ctrl-C is theirs again
-    assert load_checkpoint(tmp_path / LAST)["step"] == 3
+    assert load_checkpoint(tmp_path / LAST)["state"]["step"] == 3
     monkeypatch.setattr(train_module.fast, "MultiBoxLoss", MultiBoxLoss)
     resumed = train(TINY, tiny_data(), out_dir=tmp_path, resume=True, progress=False)
     assert resumed.step == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
@@ -495,7 +496,7 @@ def test_a_folder_with_a_run_is_not_overwritten_without_being_asked(tmp_path):
     with pytest.raises(ValueError, match="contradict"):
         train(cfg, tiny_data(), out_dir=tmp_path, resume=True, overwrite=True, progress=False)
     train(cfg, tiny_data(), out_dir=tmp_path, overwrite=True, progress=False)
-    assert load_checkpoint(tmp_path / BEST)["step"] == 1  # the old run's files are gone
+    assert load_checkpoint(tmp_path / BEST)["state"]["step"] == 1  # the old run's files are gone
 
 
 def test_a_validation_set_with_other_classes_is_refused_before_training(tmp_path):
@@ -521,4 +522,4 @@ def test_a_failing_validation_leaves_its_step_saved(tmp_path):
     cfg = dataclasses.replace(TINY, eval_every=2)
     with pytest.raises(ValueError, match="val annotation 0"):
         train(cfg, tiny_data(), BrokenVal(), out_dir=tmp_path, progress=False)
-    assert load_checkpoint(tmp_path / LAST)["step"] == 2
+    assert load_checkpoint(tmp_path / LAST)["state"]["step"] == 2

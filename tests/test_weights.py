@@ -1,5 +1,6 @@
 """Weights: ImageNet VGG16 into the base network (from a local file, never the network), the
-offline error, torchvision's ssd300_vgg16 ported with equal outputs, and checkpoints."""
+offline error, torchvision's ssd300_vgg16 ported with equal outputs (model files and
+checkpoints: tests/test_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,7 @@ from ssdlib.model import build_ssd
 from ssdlib.nms import postprocess
 from ssdlib.priors import SSD300_COCO, SSD300_VOC, config_from_scales
 from ssdlib.utils import IMAGENET_MEAN, IMAGENET_STD
-from ssdlib.weights import (
-    CHECKPOINT_VERSION,
-    WeightsUnavailableError,
-    from_torchvision,
-    load_model,
-    load_vgg16_backbone,
-    load_weights,
-    read_checkpoint,
-    save_model,
-)
+from ssdlib.weights import WeightsUnavailableError, from_torchvision, load_vgg16_backbone
 
 SMALL = config_from_scales(0.2, 0.9, [(2,), (2, 3), (2, 3), (2,), (2,)], (20, 10, 5, 3, 1), 160)
 SLIM = 0.125
@@ -197,93 +189,7 @@ def test_torchvision_port_rejects_foreign_state_dicts():
         from_torchvision(state)
 
 
-# -- checkpoints ----------------------------------------------------------------------------------
-def test_checkpoint_round_trip(tmp_path, device):
-    model = build_ssd(SMALL, 3, width=SLIM, batch_norm=True, class_names=["bg", "circle", "square"])
-    with torch.no_grad():
-        model.backbone.l2norm.weight.fill_(7.0)
-        model.mean.fill_(0.25)
-    model(torch.rand(2, 3, 160, 160))  # training mode: BatchNorm statistics move away from 0/1
-    path = save_model(model, tmp_path / "run" / "best.pt", extra={"epoch": 3})
-    assert path.is_file() and not list(path.parent.glob("*.tmp"))
-
-    loaded = load_model(path, map_location=device)
-    assert not loaded.training and loaded.mean.device.type == device.type
-    assert loaded.cfg == SMALL and loaded.cfg.name == SMALL.name
-    assert loaded.class_names == ["bg", "circle", "square"]
-    assert (loaded.width, loaded.batch_norm, loaded.num_classes) == (SLIM, True, 3)
-    images = torch.rand(2, 3, 160, 160)
-    with torch.no_grad():
-        expected = model.eval()(images)
-        got = loaded(images.to(device))
-    for e, g in zip(expected, got, strict=True):
-        torch.testing.assert_close(g.cpu(), e, atol=1e-4, rtol=1e-4)
-
-    checkpoint = read_checkpoint(path)
-    assert checkpoint["version"] == CHECKPOINT_VERSION and checkpoint["extra"] == {"epoch": 3}
-    assert checkpoint["cfg"]["min_sizes"] == SMALL.min_sizes and checkpoint["mean"] == [0.25] * 3
-
-    again = build_ssd(SMALL, 3, width=SLIM, batch_norm=True)
-    load_weights(again, path)
-    assert again.class_names == ["bg", "circle", "square"]
-    assert torch.equal(again.backbone.l2norm.weight, model.backbone.l2norm.weight)
-
-
-def test_checkpoint_for_another_config(tmp_path):
-    path = save_model(build_ssd(SSD300_VOC, 3, width=SLIM), tmp_path / "voc.pt")
-    assert load_model(path, expect_cfg=SSD300_VOC).cfg == SSD300_VOC
-    with pytest.raises(
-        ValueError, match=r"voc.pt holds a model for.*SSD300_VOC.*expected.*SSD300_COCO"
-    ):
-        load_model(path, expect_cfg=SSD300_COCO)
-    coco = build_ssd(SSD300_COCO, 3, width=SLIM)  # the same layers: only the config differs
-    with pytest.raises(
-        ValueError, match=r"checkpoint .*voc.pt was made for.*SSD300_VOC.*SSD300_COCO"
-    ):
-        load_weights(coco, path)
-    with pytest.raises(ValueError, match=r"num_classes=3, but this model has num_classes=4"):
-        load_weights(build_ssd(SSD300_VOC, 4, width=SLIM), path)
-
-
-def test_missing_corrupt_and_foreign_checkpoints(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint file at .*nowhere.pt"):
-        load_model(tmp_path / "nowhere.pt")
-    path = save_model(build_ssd(SMALL, 3, width=SLIM), tmp_path / "model.pt")
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ValueError, match=r"truncated.pt is not a readable checkpoint file"):
-        load_model(truncated)
-    foreign = tmp_path / "state_dict.pt"
-    torch.save({"weight": torch.zeros(2)}, foreign)
-    with pytest.raises(ValueError, match=r"state_dict.pt is not an ssdlib checkpoint"):
-        load_model(foreign)
-    future = tmp_path / "future.pt"
-    torch.save({**read_checkpoint(path), "version": CHECKPOINT_VERSION + 1}, future)
-    with pytest.raises(ValueError, match=r"future.pt has checkpoint version 2, newer"):
-        load_model(future)
-
-
 # -- messages that used to mislead -------------------------------------------------------------
-
-
-def test_unreadable_foreign_and_incomplete_files_get_one_clear_line(tmp_path):
-    from ssdlib.weights import read_checkpoint
-
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"\x00 not a torch file " * 20)
-    with pytest.raises(ValueError) as err:
-        read_checkpoint(junk)
-    text = str(err.value)
-    assert "\n" not in text and "\x1b" not in text  # no torch paragraph, no ANSI colours
-    assert "do not retry with weights_only=False" in text  # the opposite of torch's advice
-    torch.save({"format": "ssdlib-checkpoint"}, tmp_path / "tag_only.pt")
-    with pytest.raises(ValueError, match="incomplete ssdlib checkpoint: it lacks"):
-        read_checkpoint(tmp_path / "tag_only.pt")
-    torch.save(
-        {"head.classification_head.module_list.0.weight": torch.zeros(1)}, tmp_path / "tv.pt"
-    )
-    with pytest.raises(ValueError, match="from_torchvision"):
-        read_checkpoint(tmp_path / "tv.pt")
 
 
 def test_saved_files_follow_the_umask_not_mkstemps_0600(tmp_path):
