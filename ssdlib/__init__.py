@@ -10,7 +10,7 @@ model       the network and its ModelConfig: VGG16 base, extra layers, heads (§
 weights     ImageNet VGG16, torchvision's COCO SSD300, the shipped models
 checkpoint  model files and training checkpoints: one format each, one load_model
 data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders
-train       the training loop, presets, checkpoints, data-parallel
+train       the training loop (presets: TrainConfig and the presets; distributed: DDP)
 evaluate    COCO mAP (pycocotools), VOC AP, precision-recall
 report      reading a trained detector: error kinds, recall by size, confusion, speed
 viz         figures for the notebooks (viz_experiments: lessons 6-7); widgets: interactive shells

@@ -13,6 +13,7 @@ An image without objects is valid: boxes ``(0, 4)``, labels ``(0,)``.
 
 from __future__ import annotations
 
+import bisect
 import os
 import warnings
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+from torch.utils.data import ConcatDataset, Subset
 
 BACKGROUND_NAME = "__background__"  # index 0 of every ``.classes`` list
 
@@ -190,3 +192,55 @@ class BoxChecker:
             )
         message = f"{self.dataset_name}: " + "; ".join(parts) + "." + (f" {note}" if note else "")
         warnings.warn(message, stacklevel=stacklevel)
+
+
+def holds_objects(dataset: Any, indices: Sequence[int] | None = None) -> bool | None:
+    """Whether any image of ``dataset`` (of its ``indices``, if given) has an object, read from
+    the annotations alone; None where that would mean drawing or decoding images.
+
+    Looks through ``Subset`` and ``ConcatDataset``. A dataset with ``load_target`` (VOC reads
+    one XML file, COCO its parsed JSON) is read up to its first image with an object, so a
+    sound dataset costs one annotation; a ShapesDataset with ``max_objects=0`` has none.
+    """
+    indices = range(len(dataset)) if indices is None else indices
+    if isinstance(dataset, Subset):
+        return holds_objects(dataset.dataset, [int(dataset.indices[i]) for i in indices])
+    if isinstance(dataset, ConcatDataset):
+        ends = dataset.cumulative_sizes  # index one past each part's last image
+        parts: list[list[int]] = [[] for _ in dataset.datasets]
+        for i in indices:
+            k = bisect.bisect_right(ends, i)
+            parts[k].append(i - (ends[k - 1] if k else 0))
+        answers = [
+            holds_objects(part, idx)
+            for part, idx in zip(dataset.datasets, parts, strict=True)
+            if idx  # a part the indices do not reach does not count
+        ]
+        if True in answers:
+            return True
+        return None if None in answers else False
+    from .shapes import ShapesDataset  # (shapes imports this module)
+
+    if isinstance(dataset, ShapesDataset):
+        return False if dataset.max_objects == 0 else None  # else only drawing would tell
+    load_target = getattr(dataset, "load_target", None)
+    if load_target is None:
+        return None
+    for i in indices:
+        target = load_target(i)
+        if isinstance(target, tuple):  # VOCDataset's (target, (height, width))
+            target = target[0]
+        if len(target["labels"]):
+            return True
+    return False
+
+
+def describe_dataset(dataset: Any) -> str:
+    """A dataset's repr, looking through ``Subset`` and ``ConcatDataset`` (which have none)."""
+    if isinstance(dataset, Subset):
+        return f"{len(dataset)} images of {describe_dataset(dataset.dataset)}"
+    if isinstance(dataset, ConcatDataset):
+        return " + ".join(describe_dataset(part) for part in dataset.datasets)
+    if type(dataset).__repr__ is object.__repr__:  # "<... object at 0x7f...>" says nothing
+        return type(dataset).__name__
+    return repr(dataset)
