@@ -33,8 +33,7 @@ from .nms import (
     NMS_IOU_THRESHOLD,
     SCORE_THRESHOLD,
     TOP_K,
-    _check_outputs,
-    _check_postprocess_args,
+    _check_postprocess_call,
     _to_pixels,
 )
 
@@ -431,27 +430,14 @@ def postprocess(
     ``top_k`` of them survive, no worse pair could make the cut, and those are never decoded or
     compared. We try ``n = PREFIX_PER_DETECTION × top_k`` and grow ``n`` for an image where too
     few survive. ``SSD.detect`` and evaluation use it. Bench rows ``cpu-postprocess-trained``,
-    ``cpu-postprocess-random``, ``cpu-postprocess-tiny-model``.
-
-    Args:
-        loc_pred: ``(B, P, 4)`` offsets.
-        conf_pred: ``(B, P, K)`` logits, class 0 = background.
-        priors: ``(P, 4)`` cxcywh default boxes.
-        score_threshold: a (box, class) pair is a candidate if its probability is above this.
-        iou_threshold: NMS removes a box whose IoU with a better box of its class is above this.
-        top_k: detections kept per image.
-        candidates_per_class: how many of a class's best candidates enter NMS.
-        image_sizes: optional ``(height, width)`` per image; boxes come back in those pixels.
-
-    Returns:
-        B dicts with ``boxes`` ``(D, 4)`` xyxy clipped to the image (normalised, or pixels),
-        ``scores`` ``(D,)`` descending, ``labels`` ``(D,)`` long in 1..K-1.
+    ``cpu-postprocess-random``, ``cpu-postprocess-tiny-model``. Arguments and result: those of
+    :func:`ssdlib.nms.postprocess`.
     """
-    _check_outputs(loc_pred, conf_pred, priors)
-    _check_postprocess_args(score_threshold, iou_threshold, top_k, candidates_per_class)
+    _check_postprocess_call(
+        loc_pred, conf_pred, priors, score_threshold, iou_threshold, top_k, candidates_per_class,
+        image_sizes,
+    )  # fmt: skip
     b, p, k = conf_pred.shape
-    if image_sizes is not None and len(image_sizes) != b:
-        raise ValueError(f"got {len(image_sizes)} image sizes for {b} images")
     args = (k, score_threshold, iou_threshold, top_k, candidates_per_class, variances)
     detections: list[dict[str, Tensor]] = [{}] * b
     with torch.no_grad():

@@ -123,9 +123,18 @@ def _to_pixels(det: dict[str, Tensor], image_size: tuple[int, int] | None) -> di
     return det
 
 
-def _check_postprocess_args(
-    score_threshold: float, iou_threshold: float, top_k: int, candidates_per_class: int
+def _check_postprocess_call(
+    loc_pred: Tensor,
+    conf_pred: Tensor,
+    priors: Tensor,
+    score_threshold: float,
+    iou_threshold: float,
+    top_k: int,
+    candidates_per_class: int,
+    image_sizes: list[tuple[int, int]] | None,
 ) -> None:
+    """postprocess's arguments (both tiers'), checked."""
+    _check_outputs(loc_pred, conf_pred, priors)
     if not 0 <= score_threshold <= 1:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     if not 0 <= iou_threshold <= 1:
@@ -134,6 +143,8 @@ def _check_postprocess_args(
         raise ValueError(
             f"top_k and candidates_per_class must be >= 0, got {top_k} and {candidates_per_class}"
         )
+    if image_sizes is not None and len(image_sizes) != len(conf_pred):
+        raise ValueError(f"got {len(image_sizes)} image sizes for {len(conf_pred)} images")
 
 
 def postprocess(
@@ -165,11 +176,11 @@ def postprocess(
         B dicts with ``boxes`` ``(D, 4)`` xyxy clipped to the image (normalised, or pixels),
         ``scores`` ``(D,)`` descending, ``labels`` ``(D,)`` long in 1..K-1.
     """
-    _check_outputs(loc_pred, conf_pred, priors)
-    _check_postprocess_args(score_threshold, iou_threshold, top_k, candidates_per_class)
+    _check_postprocess_call(
+        loc_pred, conf_pred, priors, score_threshold, iou_threshold, top_k, candidates_per_class,
+        image_sizes,
+    )  # fmt: skip
     b = len(conf_pred)
-    if image_sizes is not None and len(image_sizes) != b:
-        raise ValueError(f"got {len(image_sizes)} image sizes for {b} images")
     with torch.no_grad():
         scores = F.softmax(conf_pred.float(), dim=-1)  # (B, P, K)
         boxes = clip_boxes(decode(loc_pred.float(), priors.float(), variances))  # (B, P, 4)
