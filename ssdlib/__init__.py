@@ -6,7 +6,7 @@ matching    default boxes <-> ground truth, training targets (§2.2)
 loss        MultiBox loss with hard negative mining (§2.2)
 nms         non-maximum suppression and detections (§3)
 fast        the same results as box_iou, assign_targets, MultiBoxLoss and postprocess, faster
-model       the network and its ModelConfig: VGG16 base, extra layers, heads (§2.1, §3)
+model       the network and its ModelConfig, the heads (§2.1, §3); backbone: VGG16, extras
 weights     ImageNet VGG16, torchvision's COCO SSD300, the shipped models
 checkpoint  model files and training checkpoints: one format each, one load_model
 data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders

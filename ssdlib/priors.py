@@ -22,6 +22,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -379,4 +380,29 @@ def config_from_box_shapes(
         aspect_ratios=tuple(ratios),
         clip=cfg.clip,
         name=name,
+    )
+
+
+def config_to_dict(cfg: PriorConfig) -> dict[str, Any]:
+    """Every field of a :class:`PriorConfig` (name included), as plain Python values."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict[str, Any]) -> PriorConfig:
+    """Inverse of :func:`config_to_dict`."""
+    d = dict(d)
+    for key in ("feature_maps", "min_sizes", "max_sizes"):
+        d[key] = tuple(d[key])
+    d["steps"] = tuple(d["steps"]) if d.get("steps") is not None else None
+    d["aspect_ratios"] = tuple(tuple(r) for r in d["aspect_ratios"])
+    return PriorConfig(**d)
+
+
+def config_difference(a: PriorConfig, b: PriorConfig) -> str:
+    """The fields where two configs differ, e.g. ``"min_sizes: (30, …) vs (21, …)"``."""
+    fields = [f.name for f in dataclasses.fields(PriorConfig) if f.compare]
+    return "; ".join(
+        f"{name}: {getattr(a, name)} vs {getattr(b, name)}"
+        for name in fields
+        if getattr(a, name) != getattr(b, name)
     )

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .backbone import VGG16_STAGES
 from .checkpoint import load_model, read_file
-from .model import SSD, VGG16_STAGES, build_ssd
+from .model import SSD, build_ssd
 from .priors import SSD300_COCO
 from .utils import IMAGENET_MEAN, IMAGENET_STD
 

@@ -13,16 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection import ssd300_vgg16
 
+from ssdlib.backbone import L2Norm, plan_extras, scale_channels
 from ssdlib.loss import MultiBoxLoss
 from ssdlib.matching import assign_targets
-from ssdlib.model import (
-    L2Norm,
-    SSDHead,
-    _flatten_predictions,
-    build_ssd,
-    plan_extras,
-    scale_channels,
-)
+from ssdlib.model import SSDHead, build_ssd, flatten_predictions
 from ssdlib.nms import postprocess
 from ssdlib.priors import (
     SSD300_COCO,
@@ -181,7 +175,7 @@ def test_flatten_predictions_literal():
     t = torch.tensor(
         [[100.0 * x + 10 * ai + ci for x in range(w)] for ai in range(a) for ci in range(c)]
     )
-    out = _flatten_predictions(t.view(1, a * c, 1, w), c)  # (1, H*W*A, C)
+    out = flatten_predictions(t.view(1, a * c, 1, w), c)  # (1, H*W*A, C)
     expected = torch.tensor(
         [[100.0 * x + 10 * ai + ci for ci in range(c)] for x in range(w) for ai in range(a)]
     )
