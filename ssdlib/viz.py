@@ -300,7 +300,99 @@ def plot_receptive_fields(
     return fig
 
 
+LABEL_GAP = 1.25  # labels of one column stay this many text heights apart, so none overlaps
+
+
+def _spread(values: Sequence[float], gap: float) -> list[float]:
+    """Positions closest to the sorted ``values`` that are at least ``gap`` apart: labels that
+    would collide are merged into a group, centred on the group's values."""
+    groups: list[list[float]] = []
+    for v in values:
+        groups.append([v])
+        while len(groups) > 1:
+            a, b = groups[-2], groups[-1]
+            top_a = sum(a) / len(a) + (len(a) - 1) / 2 * gap
+            bottom_b = sum(b) / len(b) - (len(b) - 1) / 2 * gap
+            if bottom_b - top_a >= gap:
+                break
+            groups[-2:] = [a + b]
+    return [sum(g) / len(g) + (i - (len(g) - 1) / 2) * gap for g in groups for i in range(len(g))]
+
+
+def plot_object_sizes(
+    sizes: Tensor,
+    layer: Tensor,
+    scales: Sequence[float],
+    names: Sequence[str],
+    layer_names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    fontsize: float = 7,
+) -> Axes:
+    """Each object's size in the column of the layer it is assigned to, beside the layers'
+    scales ``s_k``, on a log axis; the objects' names are spread so that no two overlap (a thin
+    line leads from a moved name to its point).
+
+    Args:
+        sizes: ``(N,)`` object sizes √(w·h), fractions of the image side.
+        layer: ``(N,)`` the layer (column) of each object.
+        scales: ``s_k`` per layer, fractions of the image side.
+        names: one name per object.
+        layer_names: the columns' names (default ``layer 0`` …).
+    """
+    sizes = torch.as_tensor(sizes, dtype=torch.float64).cpu()
+    layer = torch.as_tensor(layer).cpu()
+    if sizes.dim() != 1 or layer.shape != sizes.shape or len(names) != len(sizes):
+        raise ValueError(
+            f"expected sizes (N,), layer (N,) and N names, got {tuple(sizes.shape)}, "
+            f"{tuple(layer.shape)} and {len(names)}"
+        )
+    m = len(scales)
+    layer_names = list(layer_names) if layer_names is not None else [f"layer {k}" for k in range(m)]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    ax.scatter(range(m), scales, marker="s", s=70, c="crimson", label="scale $s_k$", zorder=3)
+    ax.scatter(layer, sizes, marker="o", s=30, c="0.3", label="objects (√(w·h))", zorder=3)
+    ax.set_xticks(range(m), layer_names, fontsize=8)
+    ax.set_xlim(-0.5, m - 0.2)  # room for the last column's names
+    ax.set_yscale("log")
+    lo = min(float(sizes.min()), min(scales)) / 1.25
+    hi = max(float(sizes.max()), max(scales)) * 1.25
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel("size, fraction of the image")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.figure.draw_without_rendering()  # settle the layout: the axes' height in pixels is final
+    height_px = ax.get_window_extent().height
+    decades_per_px = math.log10(hi / lo) / height_px
+    gap = LABEL_GAP * fontsize * ax.figure.dpi / 72 * decades_per_px  # one text line, in log10
+    for k in range(m):
+        mine = (layer == k).nonzero().flatten()
+        mine = mine[sizes[mine].argsort()].tolist()
+        wanted = [math.log10(float(sizes[i])) for i in mine]
+        for i, y, y_label in zip(mine, wanted, _spread(wanted, gap), strict=True):
+            moved = abs(y_label - y) > gap / 4
+            ax.annotate(
+                names[i],
+                (k, 10**y),
+                xytext=(k + 0.12, 10**y_label),
+                textcoords="data",
+                fontsize=fontsize,
+                va="center",
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None,
+            )
+    return ax
+
+
 # -- §2.2 Default boxes ----------------------------------------------------------------------------
+
+
+def box_shape_labels(cfg: PriorConfig, layer: int) -> list[str]:
+    """A label per default box of one cell of ``layer``, in the cell's order (as
+    :func:`ssdlib.priors.cell_box_sizes`): ``"1:1 s_k"``, ``"1:1 extra"`` (the square of scale
+    √(s_k s_k+1)), then ``"2:1"``, ``"1:2"``, … (width:height) for each aspect ratio."""
+    labels = ["1:1 $s_k$", "1:1 extra"]
+    for a in cfg.aspect_ratios[layer]:
+        labels += [f"{a:g}:1", f"1:{a:g}"]
+    return labels
 
 
 def plot_cell_boxes(
@@ -313,13 +405,17 @@ def plot_cell_boxes(
     gt_boxes: Tensor | None = None,
     grid: bool = True,
     title: str | None = None,
+    legend: bool = True,
 ) -> Axes:
     """The default boxes of one cell of one layer, over the photo and the layer's grid.
 
     Args:
         cfg: the default-box configuration.
-        layer, row, col: which cell (row-major, as :func:`ssdlib.priors.prior_index`).
+        layer, row, col: which cell (row-major, as :func:`ssdlib.priors.prior_index`); the
+            default title names it "cell (row, col)".
         gt_boxes: optional ``(G, 4)`` xyxy normalised ground truth, drawn in cyan.
+        legend: name each box's shape (:func:`box_shape_labels`) and the cyan objects, in a
+            legend under the image.
     """
     boxes = cxcywh_to_xyxy(default_boxes(cfg)[prior_index(cfg, layer, row, col)])  # (A, 4)
     f = cfg.feature_maps[layer]
@@ -331,6 +427,20 @@ def plot_cell_boxes(
     draw_boxes(ax, boxes, linewidth=1.8)
     centre = xyxy_to_cxcywh(boxes[:1])[0, :2].tolist()
     ax.plot(*centre, marker="o", markersize=3, color="white")
+    if legend:
+        for i, label in enumerate(box_shape_labels(cfg, layer)):
+            ax.plot([], [], color=_color(i), linewidth=1.8, label=label)
+        if gt_boxes is not None and len(gt_boxes):
+            ax.plot([], [], color=GT_COLOR, linewidth=2.0, label="objects")
+        ax.legend(
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=4,
+            fontsize=7,
+            frameon=False,
+            title="w:h of the default boxes",
+            title_fontsize=7,
+        )
     # Boxes of the top and bottom layers reach outside the image: show all of them.
     lo = min(0.0, float(boxes.min()))
     hi = max(1.0, float(boxes.max()))
@@ -407,6 +517,7 @@ def plot_default_box_explorer(
     gt_boxes: Tensor | None = None,
     objects: Tensor | None = None,
     threshold: float = IOU_THRESHOLD,
+    report: CoverageReport | None = None,
 ) -> tuple[Figure, CoverageReport]:
     """The default-box explorer's figure: the boxes of the cell under ``point`` on ``layer``
     (left) and the coverage of ``objects`` by all of ``cfg``'s boxes, by size (right).
@@ -415,14 +526,17 @@ def plot_default_box_explorer(
         point: ``(x, y)`` normalised; the cell of ``layer`` that contains it is drawn.
         gt_boxes: ``(G, 4)`` xyxy normalised ground truth of ``image``.
         objects: ``(N, 4)`` xyxy normalised boxes to measure coverage on (default: ``gt_boxes``).
+        report: ``default_box_coverage(objects, cfg, threshold)`` if already computed (it
+            depends on the config only, not on the layer or the point): it is drawn as given.
 
     Returns:
         The figure and the :class:`CoverageReport` it shows.
     """
     objects = objects if objects is not None else gt_boxes
-    if objects is None:
-        raise ValueError("need objects (or gt_boxes) to measure the coverage on")
-    report = default_box_coverage(objects, cfg, threshold=threshold)
+    if report is None:
+        if objects is None:
+            raise ValueError("need objects (or gt_boxes) to measure the coverage on")
+        report = default_box_coverage(objects, cfg, threshold=threshold)
     row, col = point_to_cell(cfg, layer, *point)
     fig, (ax_img, ax_cov) = plt.subplots(
         1, 2, figsize=(9.5, 4.2), layout="constrained", width_ratios=(1, 1.15)
@@ -650,29 +764,115 @@ def plot_positives(
     return ax
 
 
+def plot_forced_boxes(
+    gt_boxes: Tensor,
+    priors: Tensor,
+    assignments: dict[str, Sequence[int]],
+    cfg: PriorConfig | None = None,
+    layer: int = 0,
+    names: Sequence[str] | None = None,
+    margin: float = 0.5,
+) -> Figure:
+    """One panel per matching rule: the objects (dashed) and the default box each one is given
+    (solid, in the object's colour), zoomed onto them; an object given no box says so in the
+    legend.
+
+    Args:
+        gt_boxes: ``(G, 4)`` xyxy normalised objects.
+        priors: ``(P, 4)`` cxcywh default boxes.
+        assignments: rule name -> one default-box index per object (-1: none).
+        cfg, layer: draw that layer's cell grid (light grey) behind the boxes.
+        names: a name per object (default ``object 0`` …).
+        margin: space around the drawn boxes, as a fraction of their extent.
+    """
+    gt_boxes = _as_boxes(gt_boxes, "gt_boxes")
+    names = list(names) if names is not None else [f"object {g}" for g in range(len(gt_boxes))]
+    for rule, boxes in assignments.items():
+        if len(boxes) != len(gt_boxes):
+            raise ValueError(f"{rule}: got {len(boxes)} boxes for {len(gt_boxes)} objects")
+    drawn = cxcywh_to_xyxy(priors.float().cpu())
+    used = [int(p) for boxes in assignments.values() for p in boxes if int(p) >= 0]
+    extent = torch.cat([gt_boxes.float().cpu(), drawn[used]])
+    lo, hi = extent[:, :2].min(dim=0).values, extent[:, 2:].max(dim=0).values
+    pad = (hi - lo) * margin
+    aspect = float((hi - lo)[1] + 2 * pad[1]) / float((hi - lo)[0] + 2 * pad[0])
+    width = 3.8  # inches per panel; the height follows the zoomed region, plus title and legend
+    fig, axes = plt.subplots(
+        1,
+        len(assignments),
+        figsize=(width * len(assignments), width * min(aspect, 1.5) + 0.3 + 0.2 * len(names)),
+        layout="constrained",
+    )
+    axes = np.atleast_1d(axes)
+    for ax, (rule, boxes) in zip(axes, assignments.items(), strict=True):
+        ax.set_facecolor("white")
+        if cfg is not None:
+            draw_grid(ax, cfg, layer, color="0.6")
+        for g, p in enumerate(int(b) for b in boxes):
+            draw_boxes(ax, gt_boxes[g : g + 1], color=_color(g), linestyle="--", linewidth=1.5)
+            if p >= 0:
+                draw_boxes(ax, drawn[p : p + 1], color=_color(g), linewidth=2.2, alpha=0.8)
+            given = f"default box {p}" if p >= 0 else "no default box"
+            ax.plot([], [], color=_color(g), label=f"{names[g]}: {given}")
+        ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+        ax.set_ylim(float(hi[1] + pad[1]), float(lo[1] - pad[1]))
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(rule, fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
+    return fig
+
+
 def plot_iou_histogram(
-    iou: Tensor, threshold: float = IOU_THRESHOLD, ax: Axes | None = None, floor: float = 0.05
+    iou: Tensor,
+    threshold: float = IOU_THRESHOLD,
+    ax: Axes | None = None,
+    floor: float = 0.05,
+    taken: Tensor | None = None,
+    log: bool = True,
 ) -> Axes:
     """Histogram of one object's IoU with every default box, with the matching threshold.
 
     Args:
         iou: ``(P,)`` IoU of one ground-truth box with each default box.
         floor: boxes below this IoU (almost all of them) are left out and only counted.
+        taken: optional ``(P,)`` bool, True for the default boxes matched to another object;
+            those at or above the threshold are drawn apart (orange), so that the green bars
+            are exactly the object's threshold positives.
+        log: a log count axis, so that the few boxes near the threshold stay visible beside
+            the hundreds of barely overlapping ones.
     """
     iou = torch.as_tensor(iou).detach().cpu().float()
+    taken = torch.zeros_like(iou, dtype=torch.bool) if taken is None else taken.cpu().bool()
+    if taken.shape != iou.shape:
+        raise ValueError(f"taken must have the shape of iou {tuple(iou.shape)}, got {taken.shape}")
     ax = _new_axes(ax, figsize=(5, 3.2))
-    shown = iou[iou >= floor]
-    ax.hist(shown.numpy(), bins=40, range=(floor, 1.0), color="0.55")
-    ax.hist(shown[shown >= threshold].numpy(), bins=40, range=(floor, 1.0), color=_color(2))
+    bins, span = 40, (floor, 1.0)
+    above = iou >= threshold
+    below = (iou >= floor) & ~above
+    ax.hist(iou[below].numpy(), bins=bins, range=span, color="0.55", label="below the threshold")
+    parts = [iou[above & ~taken].numpy()]
+    colors, labels = [_color(2)], [f"at or above it: {int((above & ~taken).sum())}"]
+    if bool((above & taken).any()):
+        labels = [f"at or above it, its own: {int((above & ~taken).sum())}"]
+        parts.append(iou[above & taken].numpy())
+        colors.append(_color(1))
+        labels.append(f"at or above it, another object's: {int((above & taken).sum())}")
+    ax.hist(parts, bins=bins, range=span, color=colors, label=labels, stacked=True)
     ax.axvline(threshold, color="crimson", linestyle="--")
-    n_above = int((iou >= threshold).sum())
+    n_above = int(above.sum())
     ax.set_title(
-        f"{n_above} of {len(iou)} default boxes at IoU ≥ {threshold:.2f} "
+        f"{n_above} of {len(iou)} default boxes at IoU ≥ {threshold:.2f}\n"
         f"(best {float(iou.max()):.2f}; {int((iou < floor).sum())} below {floor:g} not shown)",
         fontsize=8,
     )
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.7)  # a bar of one box still shows
     ax.set_xlabel("IoU with the object")
-    ax.set_ylabel("default boxes")
+    ax.set_ylabel("default boxes" + (" (log scale)" if log else ""))
+    ax.legend(fontsize=7, loc="upper right")
     return ax
 
 
@@ -739,7 +939,10 @@ def plot_offset_histograms(offsets: dict[str, Tensor], bins: int = 40) -> Figure
 
 POSITIVE_COLOR = "#ff33cc"  # matched default boxes: magenta, unlike the negatives (red to yellow),
 # the ground truth (cyan) and most of what the shapes are painted with
-NEGATIVE_CMAP = "autumn"  # mined negatives: red for the hardest, yellow for the last one taken
+NEGATIVE_CMAP = "autumn_r"  # mined negatives by loss: yellow for the least, red for the most
+HARDEST_SHOWN = 20  # mined negatives a static figure draws: more hide the image and each other
+NEGATIVE_ALPHA = 0.75  # the mined negatives are translucent, so that boxes behind them show
+MUTED_LEVEL, MUTED_CONTRAST = 0.3, 0.4  # the image under the boxes: dark grey, flat
 
 
 @dataclass
@@ -784,6 +987,14 @@ def mining_report(bg_loss: Tensor, labels: Tensor, chosen: Tensor) -> MiningRepo
     )
 
 
+def _muted(image: Tensor | np.ndarray, contrast: float = MUTED_CONTRAST) -> np.ndarray:
+    """The image in grey with its contrast lowered, so that coloured boxes drawn on it stand out."""
+    array = image_to_numpy(image)
+    grey = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W) luma
+    grey = MUTED_LEVEL + contrast * (grey - grey.mean())
+    return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+
+
 def plot_hard_negatives(
     image: Tensor | np.ndarray,
     priors: Tensor,
@@ -793,34 +1004,70 @@ def plot_hard_negatives(
     gt_boxes: Tensor | None = None,
     ax: Axes | None = None,
     title: str | None = None,
+    top: int | None = None,
+    colorbar: bool = True,
 ) -> Axes:
     """The default boxes that enter the confidence loss of one image.
 
-    Positives in magenta; the mined negatives coloured by their loss, red for the hardest; the
-    ground truth in cyan. Every other default box is an easy negative and is left out.
+    On the image in muted grey: the positives in magenta, the ``top`` hardest mined negatives
+    coloured by their loss ``-log p_0`` (a colour bar gives the scale), the ground truth in cyan.
+    The legend counts every mined negative, drawn or not; the other negatives are easy and never
+    enter the loss.
 
     Args:
         priors: ``(P, 4)`` cxcywh.
         labels: ``(P,)`` long, 0 = background.
         chosen: ``(P,)`` bool, positives and mined negatives.
-        bg_loss: ``(P,)`` ``-log p_0`` of each box (orders the colours of the negatives).
+        bg_loss: ``(P,)`` ``-log p_0`` of each box (the colours of the negatives).
         gt_boxes: ``(G, 4)`` xyxy normalised.
+        top: how many of the mined negatives to draw, hardest first; None draws them all (the
+            explorer, whose slider grows the set). A static figure passes
+            :data:`HARDEST_SHOWN`: more boxes would hide the image and one another.
+        colorbar: add a colour bar for the negatives' loss beside ``ax``.
     """
+    if top is not None and top < 0:
+        raise ValueError(f"top must be >= 0 or None, got {top}")
+    from matplotlib.colors import LogNorm, Normalize
+
     report = mining_report(bg_loss, labels, chosen)
     boxes = cxcywh_to_xyxy(priors.detach().cpu().float())
     labels, chosen, bg_loss = labels.cpu(), chosen.cpu(), bg_loss.detach().cpu().float()
-    ax = show_image(image, ax=ax)
+    ax = show_image(_muted(image), ax=ax)
     mined = (chosen & (labels == 0)).nonzero().flatten()
-    mined = mined[bg_loss[mined].argsort()]  # easiest first, so the hardest are drawn on top
+    mined = mined[bg_loss[mined].argsort(descending=True, stable=True)][:top]  # hardest first
+    draw_boxes(ax, boxes[labels > 0], color=POSITIVE_COLOR, linewidth=1.0, alpha=0.7)
     cmap = plt.get_cmap(NEGATIVE_CMAP)
-    for rank, p in enumerate(mined.tolist()):
-        hardness = 1.0 - rank / max(len(mined) - 1, 1)  # 1 for the hardest
-        draw_boxes(ax, boxes[p], color=cmap(1.0 - hardness), linewidth=0.6 + 1.2 * hardness)
-    draw_boxes(ax, boxes[labels > 0], color=POSITIVE_COLOR, linewidth=1.2)
+    if len(mined):
+        loss = bg_loss[mined]
+        lo, hi = float(loss.min()), float(loss.max())
+        hi = max(hi, lo * 1.01 + 1e-6)  # one box, or equal losses: still a scale to draw
+        # A log scale where the losses span more than a decade (a trained network's do).
+        norm = LogNorm(lo, hi) if 0 < lo < hi / 10 else Normalize(lo, hi)
+        for rank, p in reversed(list(enumerate(mined.tolist()))):  # the hardest drawn last, on top
+            hardness = 1.0 - rank / max(len(mined) - 1, 1)  # 1 for the hardest
+            draw_boxes(
+                ax,
+                boxes[p],
+                color=cmap(norm(float(bg_loss[p]))),
+                linewidth=1.0 + 1.5 * hardness,
+                alpha=NEGATIVE_ALPHA,
+            )
+        if colorbar:
+            bar = ax.figure.colorbar(
+                plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8, pad=0.02
+            )
+            bar.set_label("−log p₀ of a mined negative", fontsize=8)
+            bar.ax.tick_params(which="both", labelsize=7)
+            # Plain numbers (0.2, not 2×10⁻¹); of the minor ticks only 2, 3 and 5 (×10ⁿ) get one.
+            bar.ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.3g}"))
+            bar.ax.yaxis.set_minor_formatter(
+                plt.FuncFormatter(lambda v, _: f"{v:.3g}" if f"{v:.0e}"[0] in "235" else "")
+            )
     if gt_boxes is not None:
         draw_boxes(ax, gt_boxes, color=GT_COLOR, linewidth=2.0)
+    drawn = f" ({len(mined)} hardest drawn)" if len(mined) < report.mined else ""
     ax.plot([], [], color=POSITIVE_COLOR, label=f"positives: {report.positives}")
-    ax.plot([], [], color=cmap(0.0), label=f"mined negatives: {report.mined}")
+    ax.plot([], [], color=cmap(1.0), label=f"mined negatives: {report.mined}{drawn}")
     ax.plot([], [], color="none", label=f"left out: {report.negatives - report.mined}")
     ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
     if title:
@@ -867,7 +1114,96 @@ def plot_negative_losses(
     return ax
 
 
+def cumulative_loss_share(bg_loss: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
+    """How a weighted confidence loss spreads over the negatives: the share of it that the ``n``
+    hardest negatives carry, for every ``n``.
+
+    The negatives of all the images given are ranked by ``-log p_0``, hardest first; each
+    contributes ``weight × (-log p_0)``: a weight of 1 is plain cross-entropy, the mining mask
+    (1 for a mined negative, 0 otherwise) is hard negative mining, ``(1 - p_0)^γ`` is focal loss.
+
+    Args:
+        bg_loss: ``(B, P)`` or ``(P,)``, ``-log p_0`` of each box.
+        labels: same shape, long, 0 = background.
+        weight: same shape, each box's weight (>= 0).
+
+    Returns:
+        ``(N,)`` float64 over the ``N`` negatives, non-decreasing, ending at 1 (all nan when the
+        weighted loss is 0).
+    """
+    bg_loss, labels, weight = (torch.as_tensor(t).detach().cpu() for t in (bg_loss, labels, weight))
+    if not bg_loss.shape == labels.shape == weight.shape:
+        raise ValueError(
+            f"expected bg_loss, labels and weight of one shape, got {tuple(bg_loss.shape)}, "
+            f"{tuple(labels.shape)}, {tuple(weight.shape)}"
+        )
+    if bool((weight < 0).any()):
+        raise ValueError(f"weights must be >= 0, got a minimum of {float(weight.min())}")
+    negative = labels == 0
+    loss = bg_loss[negative].double()  # (N,)
+    order = loss.argsort(descending=True, stable=True)
+    weighted = (weight[negative].double() * loss)[order]
+    total = weighted.sum()
+    return weighted.cumsum(0) / total if total > 0 else torch.full_like(weighted, math.nan)
+
+
+def plot_negative_weighting(
+    bg_loss: Tensor,
+    labels: Tensor,
+    weights: dict[str, Tensor],
+    ax: Axes | None = None,
+    title: str | None = None,
+    legend: str | None = "upper left",
+) -> Axes:
+    """Which negatives a confidence loss listens to: one curve per weighting, the share of its
+    loss carried by the ``n`` hardest negatives (:func:`cumulative_loss_share`), against ``n``.
+
+    A curve that reaches 1 early gives the loss to a few hard negatives; the diagonal-like curve
+    of plain cross-entropy spreads it over all of them.
+
+    Args:
+        bg_loss, labels: ``(B, P)`` or ``(P,)``, as for :func:`cumulative_loss_share`.
+        weights: the legend's name -> each box's weight, same shape.
+        legend: where the legend goes (a matplotlib ``loc``); None: no legend.
+    """
+    ax = _new_axes(ax, figsize=(5.5, 3.4))
+    for i, (name, weight) in enumerate(weights.items()):
+        share = cumulative_loss_share(bg_loss, labels, weight).numpy()
+        rank = np.arange(1, len(share) + 1)
+        ax.plot(rank, share, color=_color(i), lw=2, label=name)
+    ax.axhline(1.0, color="0.75", lw=0.8, zorder=0)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("negatives, hardest first (by −log p₀)")
+    ax.set_ylabel("share of the negatives' loss")
+    if legend is not None:
+        ax.legend(fontsize=7, loc=legend)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
 # -- §3 Non-maximum suppression --------------------------------------------------------------------
+
+LABEL_TOP_ROOM = 0.06  # a box whose top is this close to the image's top edge (as a fraction of
+# its height) gets its label inside the box, where the panel's title cannot cover it
+LABEL_RIGHT_ROOM = 0.15  # a box starting this close to the right edge gets a right-aligned label
+
+
+def _label_box(ax: Axes, box: Tensor, text: str, color: str | tuple) -> None:
+    """Write ``text`` on a coloured tag at the box's top corner, kept inside the image."""
+    x1, y1, x2, _ = (float(v) for v in box)
+    at_right = x1 > 1 - LABEL_RIGHT_ROOM
+    ax.text(
+        x2 if at_right else x1,
+        y1,
+        text,
+        color="white",
+        fontsize=8,
+        va="top" if y1 < LABEL_TOP_ROOM else "bottom",  # y points down: "top" is inside the box
+        ha="right" if at_right else "left",
+        bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0},
+    )
 
 
 def nms_state(num_boxes: int, steps: Sequence[NMSStep], upto: int) -> Tensor:
@@ -912,9 +1248,11 @@ def plot_nms_step(
         if current is not None and i in current.suppressed:
             draw_boxes(ax, box, color="red", linestyle="--", linewidth=1.6)
         elif current is not None and i == current.kept:
-            draw_boxes(ax, box, color="#00d000", linewidth=3.0, labels=[f"{s:.2f}"])
+            draw_boxes(ax, box, color="#00d000", linewidth=3.0)
+            _label_box(ax, box, f"{s:.2f}", "#00d000")
         elif state[i] == 1:
-            draw_boxes(ax, box, color="#00d000", linewidth=1.8, labels=[f"{s:.2f}"])
+            draw_boxes(ax, box, color="#00d000", linewidth=1.8)
+            _label_box(ax, box, f"{s:.2f}", "#00d000")
         elif state[i] == 2:
             draw_boxes(ax, box, color="0.6", linestyle=":", linewidth=0.8, alpha=0.6)
         else:
@@ -952,7 +1290,39 @@ def plot_detections(
     ax = show_image(image, ax=ax, title=title)
     for box, s, c in zip(boxes, scores, labels, strict=True):
         name = class_names[c] if class_names else str(c)
-        draw_boxes(ax, box, color=_color(c), labels=[f"{name} {s:.2f}"])
+        draw_boxes(ax, box, color=_color(c))
+        _label_box(ax, box, f"{name} {s:.2f}", _color(c))
+    return ax
+
+
+def plot_candidates(
+    image: Tensor | np.ndarray,
+    boxes: Tensor,
+    labels: Tensor,
+    class_names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Raw (box, class) candidates before NMS, coloured by class as :func:`plot_detections`
+    colours them, with a legend that names each class and counts its boxes.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy normalised.
+        labels: ``(N,)`` long classes, 1..K-1.
+        class_names: optional names indexed by class (index 0 = background).
+    """
+    boxes = _as_boxes(boxes)
+    labels = torch.as_tensor(labels).detach().cpu()
+    if labels.shape != (len(boxes),):
+        raise ValueError(f"got {len(boxes)} boxes and labels of shape {tuple(labels.shape)}")
+    ax = show_image(image, ax=ax, title=title)
+    draw_boxes(ax, boxes, color=[_color(c) for c in labels.tolist()], linewidth=0.8)
+    for c in labels.unique().tolist():
+        name = class_names[c] if class_names else str(c)
+        ax.plot([], [], color=_color(c), lw=2, label=f"{name}: {int((labels == c).sum())}")
+    if len(labels):
+        ax.legend(fontsize=7, loc="lower left", framealpha=0.8, title="class: boxes")
+        ax.get_legend().get_title().set_fontsize(7)
     return ax
 
 

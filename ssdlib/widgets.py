@@ -30,6 +30,8 @@ from .matching import IOU_THRESHOLD, assign_targets
 from .nms import NMS_IOU_THRESHOLD, nms_steps
 from .priors import SSD300_VOC, PriorConfig, config_from_scales, default_boxes, layer_of_prior
 from .viz import (
+    CoverageReport,
+    default_box_coverage,
     mining_report,
     plot_default_box_explorer,
     plot_feature_map,
@@ -38,10 +40,13 @@ from .viz import (
     plot_negative_losses,
     plot_nms_step,
     plot_positives,
+    point_to_cell,
 )
 
 SLIDER_STYLE = {"description_width": "initial"}  # descriptions at their natural width
 WIDE = widgets.Layout(width="320px")  # sliders long enough for fine steps, two fit in a row
+LAYER_SLIDER = widgets.Layout(width="480px")  # its readout ("0: conv4_3 38×38") is long: a row
+# of its own and room for it, so that it cannot run into the next control's label
 
 PAPER_S_MIN, PAPER_S_MAX = 0.2, 0.9  # "the lowest layer has a scale of 0.2 and the highest layer
 # has a scale of 0.9" (SSD §2.2); the released SSD300 rounds the top to 0.88
@@ -232,9 +237,12 @@ def default_box_explorer(
 
     The layers get the paper's linear scales from ``s_min`` to ``s_max`` (§2.2), on ``base``'s
     feature maps and steps. Controls: ``s_min`` (class ``ssd-s-min``), ``s_max``
-    (``ssd-s-max``), ``ratios``, ``layer``, ``cell x`` / ``cell y`` (the cell under that point
-    is drawn). The HTML line (class ``ssd-box-count``) reads "8732 default boxes · N pairs
-    (object, default box) at IoU ≥ 0.5 · coverage C%".
+    (``ssd-s-max``), ``ratios``, ``layer`` (on a row of its own, so its readout has room), and
+    the point whose cell is drawn: ``cell_y`` ("point y → row") and ``cell_x`` ("point x →
+    col"), in that order, as the figure names the cell (row, col). The HTML line (class
+    ``ssd-box-count``) reads "8732 default boxes · N pairs (object, default box) at IoU ≥ 0.5 ·
+    coverage C%", then the cell as (row, col). The coverage depends on the config alone: it is
+    computed once per config, so moving the layer or the point only redraws.
 
     Args:
         image: the photo ``(3, H, W)`` in [0, 1].
@@ -270,10 +278,12 @@ def default_box_explorer(
         description="layer",
         continuous_update=False,
         style=SLIDER_STYLE,
-        layout=WIDE,
+        layout=LAYER_SLIDER,
     )
-    cell_x = _float_slider("cell x", round(point[0], 2), 0.0, 1.0, 0.01)
-    cell_y = _float_slider("cell y", round(point[1], 2), 0.0, 1.0, 0.01)
+    cell_x = _float_slider("point x → col", round(point[0], 2), 0.0, 1.0, 0.01)
+    cell_y = _float_slider("point y → row", round(point[1], 2), 0.0, 1.0, 0.01)
+    coverage: dict[PriorConfig, CoverageReport] = {}  # the last config's coverage: layer and
+    # point moves reuse it instead of recomputing the IoU of every object with every default box
 
     def draw(s_min: float, s_max: float, ratios: str, layer: int, cell_x: float, cell_y: float):
         cfg = config_from_scales(
@@ -286,15 +296,21 @@ def default_box_explorer(
             clip=base.clip,
             name="explorer",
         )
-        fig, report = plot_default_box_explorer(
-            image, cfg, layer, (cell_x, cell_y), gt_boxes=gt_boxes, objects=objects
+        if cfg not in coverage:
+            coverage.clear()
+            coverage[cfg] = default_box_coverage(objects, cfg)
+        report = coverage[cfg]
+        fig, _ = plot_default_box_explorer(
+            image, cfg, layer, (cell_x, cell_y), gt_boxes=gt_boxes, report=report
         )
+        row, col = point_to_cell(cfg, layer, cell_x, cell_y)
         scales = " ".join(f"{s:.2f}" for s in cfg.scales[:-1])
         info = (
             f"<b>{cfg.num_priors}</b> default boxes · <b>{int(report.num_matches.sum())}</b> "
             f"(object, default box) pairs at IoU ≥ {report.threshold:g} · coverage "
             f"<b>{report.coverage:.0%}</b> of {report.num_objects} objects"
-            f"<br>scales s_k: {scales}; boxes per cell: {cfg.boxes_per_cell}"
+            f"<br>scales s_k: {scales}; boxes per cell: {cfg.boxes_per_cell}; drawn: "
+            f"{html.escape(names[layer])}, cell (row {row}, col {col})"
         )
         return fig, (cfg, report), info
 
@@ -306,7 +322,7 @@ def default_box_explorer(
         "cell_x": cell_x,
         "cell_y": cell_y,
     }
-    rows = [["s_min", "s_max", "ratios"], ["layer", "cell_x", "cell_y"]]
+    rows = [["s_min", "s_max", "ratios"], ["layer"], ["cell_y", "cell_x"]]
     return Explorer(controls, draw, rows, info_class="ssd-box-count")
 
 
@@ -324,7 +340,8 @@ def matching_explorer(
     """A threshold slider and an object picker over the matching of one image.
 
     Left: the chosen object's positives on the photo, coloured by layer (dashed: forced best
-    match). Right: the object's IoU with every default box, with the threshold.
+    match). Right: the object's IoU with every default box, with the threshold, on a log count
+    axis; boxes at or above the threshold that another object took are drawn apart.
 
     Args:
         gt_boxes: ``(G, 4)`` xyxy normalised, G >= 1.
@@ -373,7 +390,8 @@ def matching_explorer(
             ax=ax_img,
             names=layer_names,
         )
-        plot_iou_histogram(details.iou[0, obj], threshold=threshold, ax=ax_hist)
+        taken = (matched >= 0) & (matched != obj)  # another object's positives
+        plot_iou_histogram(details.iou[0, obj], threshold=threshold, ax=ax_hist, taken=taken)
         mine = matched == obj
         per_layer = torch.bincount(layers[mine], minlength=len(cfg.feature_maps)).tolist()
         info = (

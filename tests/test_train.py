@@ -248,6 +248,7 @@ def test_objects_are_looked_for_in_the_annotations_alone(tmp_path):
     )  # fmt: skip
     coco = CocoDataset(tmp_path, tmp_path / "instances.json")
     from ssdlib.data.common import holds_objects as holds
+
     assert holds(coco) is True
     assert holds(Subset(coco, [0])) is False  # image 1 has a crowd box only, which is left out
     both = ConcatDataset([Subset(coco, [0]), coco])  # images 1, 1, 2
