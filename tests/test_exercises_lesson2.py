@@ -4,60 +4,36 @@ answer, rejects a wrong one, and its hint does not give the value away."""
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 
 from ssdlib import SSD300_COCO, SSD300_VOC, SSD512_VOC, box_iou, cxcywh_to_xyxy
 from ssdlib.data import ShapesDataset
-from ssdlib.exercises import EXERCISES, judge
 from ssdlib.priors import default_boxes, layer_of_prior
-
-
-def _shows(expected, hint: str) -> bool:
-    """Whether the hint states the expected value as text (an integer as a whole number, a
-    float at 2 or 3 decimals or 3 significant digits)."""
-    values = expected.tolist() if isinstance(expected, torch.Tensor) else expected
-    values = values if isinstance(values, list) else [values]
-    for v in torch.as_tensor(values).flatten().tolist():
-        if float(v).is_integer():
-            if re.search(rf"(?<![\d.]){int(v)}(?![\d]|\.\d)", hint):
-                return True
-        elif any(f in hint for f in (f"{v:.2f}", f"{v:.3f}", f"{v:.3g}")):
-            return True
-    return False
-
-
-def _assert_exercise(name, right, wrong, *inputs):
-    exercise = EXERCISES[name]
-    expected = exercise.solve(*inputs)
-    assert judge("answer", right, expected, exercise.rtol) == "correct"
-    assert judge("answer", wrong, expected, exercise.rtol) != "correct"
-    assert not _shows(expected, exercise.hint), (name, exercise.hint)
-    return expected
+from tests.exercise_checks import assert_exercise
 
 
 def test_ssd512_count():
     count = 64**2 * 4 + 32**2 * 6 + 16**2 * 6 + 8**2 * 6 + 4**2 * 6 + 2**2 * 4 + 1 * 4
-    _assert_exercise("02.ssd512", count, 8732, SSD512_VOC)
+    assert_exercise("02.ssd512", count, 8732, SSD512_VOC)
 
 
 def test_third_scale_of_the_paper_formula():
-    _assert_exercise("02.s3", 0.2 + 2 * 0.75 / 5, 0.2 + 3 * 0.75 / 5, 0.2, 0.95, 6)
+    assert_exercise("02.s3", 0.2 + 2 * 0.75 / 5, 0.2 + 3 * 0.75 / 5, 0.2, 0.95, 6)
 
 
 def test_conv8_2_extra_square():
     side = math.sqrt(111 * 162)  # conv8_2's min_size and max_size in SSD300_VOC, pixels
     assert SSD300_VOC.min_sizes[2] == 111 and SSD300_VOC.max_sizes[2] == 162
-    _assert_exercise("02.conv8_2_extra_px", round(side, 1), math.sqrt(60 * 111), SSD300_VOC)
+    assert_exercise("02.conv8_2_extra_px", round(side, 1), math.sqrt(60 * 111), SSD300_VOC)
 
 
 def test_coco_limit():
-    _assert_exercise("02.coco_limit_px", 14.8, 21 / 2, SSD300_COCO)
+    assert_exercise("02.coco_limit_px", 14.8, 21 / 2, SSD300_COCO)
 
 
 def test_squares_only_count():
-    _assert_exercise(
+    assert_exercise(
         "02.squares_only", 2 * (38**2 + 19**2 + 10**2 + 5**2 + 3**2 + 1), 8732, SSD300_VOC
     )
 
@@ -67,7 +43,7 @@ def test_boxes_at_iou_05_with_a_40px_square():
     # boxes (848/1652) = 4. One step (8 px) away: the extra square of the 4 neighbours (0.64),
     # and the 2:1 box of the cells above and below / the 1:2 box of the cells left and right,
     # shifted along their short side and still inside the square (0.51) = 8 more.
-    _assert_exercise("02.boxes_at_05", 12, 4, SSD300_VOC, 0, 19, 19, 40)
+    assert_exercise("02.boxes_at_05", 12, 4, SSD300_VOC, 0, 19, 19, 40)
 
 
 def test_coverage_by_layer_against_a_loop():
@@ -79,7 +55,7 @@ def test_coverage_by_layer_against_a_loop():
         best = box_iou(objects, priors[layer == k]).max(dim=1).values
         right.append(float((best >= 0.5).float().mean()))
     total = float((box_iou(objects, priors).max(dim=1).values >= 0.5).float().mean())
-    expected = _assert_exercise(
+    expected = assert_exercise(
         "02.coverage_by_layer", torch.tensor(right), torch.full((6,), total), objects, SSD300_VOC
     )
     assert expected.shape == (6,) and bool((expected <= total + 1e-6).all())

@@ -4,14 +4,13 @@ answer, rejects a wrong one, and its hint does not give the value away."""
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 import torch
 
 from ssdlib import SSD300_VOC, default_boxes
 from ssdlib.data import PhotoDataset
-from ssdlib.exercises import EXERCISES, judge
+from tests.exercise_checks import assert_exercise
 
 LAYER_NAMES = ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
 
@@ -24,40 +23,15 @@ def cameraman():
     return gt, target["labels"], default_boxes(SSD300_VOC)
 
 
-def _shows(expected, hint: str) -> bool:
-    """Whether the hint states the expected value as text (a name, an integer as a whole
-    number, a float at 2 or 3 decimals or 3 significant digits)."""
-    if isinstance(expected, str):
-        return expected in hint
-    values = expected.tolist() if isinstance(expected, torch.Tensor) else expected
-    values = values if isinstance(values, list) else [values]
-    for v in torch.as_tensor(values).flatten().tolist():
-        if float(v).is_integer():
-            if re.search(rf"(?<![\d.]){int(v)}(?![\d]|\.\d)", hint):
-                return True
-        elif any(f in hint for f in (f"{v:.2f}", f"{v:.3f}", f"{v:.3g}")):
-            return True
-    return False
-
-
-def _assert_exercise(name, right, wrong, *inputs):
-    exercise = EXERCISES[name]
-    expected = exercise.solve(*inputs)
-    assert judge("answer", right, expected, exercise.rtol) == "correct"
-    assert judge("answer", wrong, expected, exercise.rtol) != "correct"
-    assert not _shows(expected, exercise.hint), (name, exercise.hint)
-    return expected
-
-
 def test_tripod_positives_at_035(cameraman):
     # 48 of the tripod's boxes reach 0.35; one of them overlaps the person more (lesson 3)
     gt, _, priors = cameraman
-    _assert_exercise("03.tripod_positives_035", 47, 48, gt, priors, 2, 0.35)
+    assert_exercise("03.tripod_positives_035", 47, 48, gt, priors, 2, 0.35)
 
 
 def test_layer_of_the_persons_best_box(cameraman):
     gt, _, priors = cameraman
-    _assert_exercise(
+    assert_exercise(
         "03.person_layer", "conv9_2", "conv10_2", gt, priors, 0, SSD300_VOC, LAYER_NAMES
     )
 
@@ -67,15 +41,15 @@ def test_offsets_by_hand():
     box = torch.tensor([[0.45, 0.35, 0.65, 0.85]])  # cxcywh (0.55, 0.6, 0.2, 0.5)
     right = [0.05 / 0.2 / 0.1, 0.1 / 0.4 / 0.1, 0.0, math.log(0.5 / 0.4) / 0.2]
     wrong = [0.05 / 0.2, 0.1 / 0.4, 0.0, math.log(0.5 / 0.4)]  # the variances left out
-    _assert_exercise("03.offsets", right, wrong, box, prior)
+    assert_exercise("03.offsets", right, wrong, box, prior)
 
 
 def test_positives_and_forced_at_07(cameraman):
     # Only the camera (best 0.74) has a box at 0.7; the person (0.68) and the tripod (0.62)
     # keep their forced best box.
     gt, labels, priors = cameraman
-    _assert_exercise("03.positives_07", 3, 1, gt, labels, priors)
-    _assert_exercise("03.forced_07", 2, 0, gt, labels, priors)
+    assert_exercise("03.positives_07", 3, 1, gt, labels, priors)
+    assert_exercise("03.forced_07", 2, 0, gt, labels, priors)
 
 
 def test_decode_against_eq_2_backwards(cameraman):
@@ -87,4 +61,4 @@ def test_decode_against_eq_2_backwards(cameraman):
     size = d[:, 2:] * torch.exp(offsets[:, 2:] * v1)
     right = torch.cat([centre - size / 2, centre + size / 2], dim=1)  # xyxy
     wrong = torch.cat([centre, size], dim=1)  # still cxcywh
-    _assert_exercise("03.decode", right, wrong, offsets, d)
+    assert_exercise("03.decode", right, wrong, offsets, d)

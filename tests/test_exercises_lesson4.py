@@ -12,41 +12,15 @@ import torch
 
 from ssdlib import SSD300_VOC, assign_targets, background_loss, build_ssd, default_boxes
 from ssdlib.data import ShapesDataset, eval_transform
-from ssdlib.exercises import EXERCISES, judge
+from ssdlib.exercises import EXERCISES
 from ssdlib.exercises.lesson4 import mine_over_the_batch
 from ssdlib.loss import NEG_POS_RATIO, hard_negative_mining
 from ssdlib.weights import load_shipped_model
+from tests.exercise_checks import assert_exercise
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LESSON = NOTEBOOKS / "04_loss_and_hard_negative_mining.ipynb"
 IMAGE = 4  # section 4's image of the batch: the one with the most positives
-
-
-def _shows(expected, hint: str) -> bool:
-    """Whether the hint states the expected value as text (a name, an integer as a whole
-    number, a float at 2 or 3 decimals or 3 significant digits). A mask is not a value."""
-    if isinstance(expected, str):
-        return expected in hint
-    if isinstance(expected, torch.Tensor) and expected.dtype == torch.bool:
-        return False
-    values = expected.tolist() if isinstance(expected, torch.Tensor) else expected
-    values = values if isinstance(values, list) else [values]
-    for v in torch.as_tensor(values).flatten().tolist():
-        if float(v).is_integer():
-            if re.search(rf"(?<![\d.]){int(v)}(?![\d]|\.\d)", hint):
-                return True
-        elif any(f in hint for f in (f"{v:.2f}", f"{v:.3f}", f"{v:.3g}")):
-            return True
-    return False
-
-
-def _assert_exercise(name, right, wrong, *inputs):
-    exercise = EXERCISES[name]
-    expected = exercise.solve(*inputs)
-    assert judge("answer", right, expected, exercise.rtol) == "correct"
-    assert judge("answer", wrong, expected, exercise.rtol) != "correct"
-    assert not _shows(expected, exercise.hint), (name, exercise.hint)
-    return expected
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +47,7 @@ def batch():
 def test_smooth_l1_by_hand():
     # 0.5·0.5² + (2 − 0.5) + 0.5·0.1² + (1.5 − 0.5) = 0.125 + 1.5 + 0.005 + 1
     miss = torch.tensor([0.5, -2.0, 0.1, 1.5])
-    expected = _assert_exercise("04.smooth_l1", 2.63, 3.13, miss)
+    expected = assert_exercise("04.smooth_l1", 2.63, 3.13, miss)
     assert expected == pytest.approx(2.63)
 
 
@@ -83,7 +57,7 @@ def test_mined_at_ratios_are_capped_by_the_images_negatives(batch):
     assert 200 * positives > negatives > 5 * positives  # the lesson's image: the cap binds at 200
     right = [5 * positives, negatives]
     wrong = [5 * positives, 200 * positives]  # the cap forgotten
-    _assert_exercise("04.mined_at_ratios", right, wrong, bg_trained_one, labels[IMAGE], [5, 200])
+    assert_exercise("04.mined_at_ratios", right, wrong, bg_trained_one, labels[IMAGE], [5, 200])
 
 
 def test_positive_share_is_positives_over_all_boxes():
@@ -94,7 +68,7 @@ def test_positive_share_is_positives_over_all_boxes():
     )
     mean_positives = float((labels > 0).sum(dim=1).float().mean())
     right = mean_positives / len(priors)
-    expected = _assert_exercise("04.positive_share", right, mean_positives / 100, labels)
+    expected = assert_exercise("04.positive_share", right, mean_positives / 100, labels)
     assert 0 < expected < 0.01
 
 
@@ -114,7 +88,7 @@ def test_mine_batch_is_one_quota_for_the_batch(batch):
     assert torch.equal(mine_over_the_batch(bg, labels), right)
     per_image = hard_negative_mining(bg, labels)  # the paper's rule: a different mask
     assert not torch.equal(per_image, right)
-    _assert_exercise("04.mine_batch", right, per_image, bg, labels)
+    assert_exercise("04.mine_batch", right, per_image, bg, labels)
 
 
 def test_mined_in_empty_images(batch):
@@ -123,7 +97,7 @@ def test_mined_in_empty_images(batch):
     assert empty.tolist()[:4] == [True, False, False, True]  # images 0 and 3, as the lesson says
     right = int((_mine_batch_by_loop(bg, labels) & (labels == 0))[empty].sum())
     assert right > 0
-    _assert_exercise("04.mined_in_empty_images", right, 0, bg, labels)  # 0: the per-image rule
+    assert_exercise("04.mined_in_empty_images", right, 0, bg, labels)  # 0: the per-image rule
 
 
 def test_the_lesson_checks_exactly_these_exercises():
