@@ -246,6 +246,8 @@ def plot_recall_by_size_runs(
     results: Mapping[str, Mapping[str, Any]],
     ax: Axes | None = None,
     marks: Mapping[str, float] | None = None,
+    band: Mapping[str, Mapping[str, Any]] | None = None,
+    band_label: str = "baseline, range of the seeds",
 ) -> Axes:
     """Recall at IoU 0.5 per object-size bin, one line per run; the bins' object counts below.
 
@@ -253,9 +255,22 @@ def plot_recall_by_size_runs(
         results: label -> a result of ``train_and_evaluate`` (its ``recall_by_size``).
         marks: optional label -> size to mark with a vertical line (e.g. a smallest default
             box side).
+        band: optional label -> result: runs of one setting that differ only in the seed. Their
+            lowest and highest recall per bin are drawn as a grey band, the seed noise that a
+            line outside it has to beat.
+        band_label: the band's legend entry.
     """
     ax = _new_axes(ax, figsize=(6, 3.6))
     edges = None
+    if band:
+        rec = next(iter(band.values()))["recall_by_size"]
+        edges = np.asarray(rec["bin_edges"])
+        centres = np.sqrt(np.maximum(edges[:-1], edges[1] / 4) * edges[1:])  # log-middle
+        values = np.array(
+            [[_value(v) for v in r["recall_by_size"]["recall"]] for r in band.values()]
+        )
+        low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)  # (bins,)
+        ax.fill_between(centres, low, high, color="0.75", alpha=0.6, zorder=1, label=band_label)
     for i, (label, r) in enumerate(results.items()):
         rec = r["recall_by_size"]
         edges = np.asarray(rec["bin_edges"])
@@ -263,7 +278,7 @@ def plot_recall_by_size_runs(
         values = [_value(v) for v in rec["recall"]]
         ax.plot(centres, values, marker="o", color=PALETTE[i % 10], label=label)
     if edges is not None:
-        first = next(iter(results.values()))["recall_by_size"]
+        first = next(iter({**(band or {}), **results}.values()))["recall_by_size"]
         for e0, e1, count in zip(edges[:-1], edges[1:], first["num_objects"], strict=True):
             middle = math.sqrt(max(e0, edges[1] / 4) * e1)
             ax.text(middle, 0.02, str(count), ha="center", va="bottom", fontsize=7, color="0.3")
@@ -278,7 +293,7 @@ def plot_recall_by_size_runs(
     ax.set_xlabel("object size √(w·h), fraction of image side (objects per bin at the foot)")
     ax.set_ylabel("recall at IoU 0.5")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1, 0.07))  # above the counts
     return ax
 
 
