@@ -119,6 +119,25 @@ def eval_dataset(args: argparse.Namespace, split: str, image_size: int) -> Datas
     return _limit(data, args.limit)
 
 
+def read_every_annotation(dataset: Dataset | None) -> None:
+    """Parse every annotation of a VOC or COCO dataset (looking through ``Subset`` and
+    ``ConcatDataset``) without decoding an image, so that a broken one is reported, with its
+    file, before training starts; a dataset without ``load_target`` (shapes) has none to read."""
+    if isinstance(dataset, Subset):
+        parent = dataset.dataset
+        if hasattr(parent, "load_target"):
+            for i in dataset.indices:
+                parent.load_target(int(i))
+        else:
+            read_every_annotation(parent)
+    elif isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            read_every_annotation(part)
+    elif dataset is not None and hasattr(dataset, "load_target"):
+        for i in range(len(dataset)):
+            dataset.load_target(i)
+
+
 # -- commands ----------------------------------------------------------------------------------
 
 
@@ -161,6 +180,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = config.priors.image_size
     train_set = train_dataset(args, size, config.augment)
     val_set = None if args.no_val else eval_dataset(args, _default_val_split(args.dataset), size)
+    for data in (train_set, val_set):  # a bad annotation fails now, not after training
+        read_every_annotation(data)
     result = train(
         config,
         train_set,

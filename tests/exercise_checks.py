@@ -12,17 +12,18 @@ from ssdlib.exercises import EXERCISES, judge
 
 
 def shows_value(expected: Any, hint: str) -> bool:
-    """Whether the hint states the expected value as text: a name; an integer as a whole
-    number; a float at 2 or 3 decimals or 3 significant digits. A boolean mask is not a value."""
+    """Whether the hint states the expected value as text: a name as a whole word; an integer
+    as a whole number; a float at 2 or 3 decimals or 3 significant digits. A boolean mask is not
+    a value."""
     if isinstance(expected, str):
-        return expected in hint
+        return re.search(rf"\b{re.escape(expected)}\b", hint) is not None
     if isinstance(expected, torch.Tensor) and expected.dtype == torch.bool:
         return False
     values = expected.tolist() if isinstance(expected, torch.Tensor) else expected
     values = values if isinstance(values, list | tuple) else [values]
     for v in values:
         if isinstance(v, str):
-            if v in hint:
+            if re.search(rf"\b{re.escape(v)}\b", hint):
                 return True
             continue
         for x in torch.as_tensor(v, dtype=torch.float64).flatten().tolist():

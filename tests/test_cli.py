@@ -4,6 +4,7 @@ one-line errors for a missing dataset, a checkpoint that does not fit, an unknow
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -254,3 +255,25 @@ def test_voc_years_are_checked(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*TINY_TRAIN, "--voc-years", "", "--out", str(tmp_path / "v")])
     assert "expected years from 2007,2012" in capsys.readouterr().err
+
+
+def test_a_bad_val_annotation_stops_training_before_the_first_step(tmp_path, capsys):
+    """A broken validation annotation used to surface only at the first validation, after the
+    training steps; now every annotation of both splits is read first, and nothing is written."""
+    from ssdlib.data.shapes import ShapesDataset
+
+    voc = ShapesDataset(4, image_size=128, seed=1, split="train").to_voc(tmp_path)
+    ShapesDataset(3, image_size=128, seed=1, split="test").to_voc(tmp_path)
+    for xml in (voc / "Annotations").glob("*.xml"):  # the shapes under a VOC class name
+        xml.write_text(re.sub(r"<name>\w+</name>", "<name>dog</name>", xml.read_text()))
+    broken = next(
+        x for x in sorted((voc / "Annotations").glob("test_*.xml")) if "dog" in x.read_text()
+    )
+    broken.write_text(broken.read_text().replace("dog", "unicorn", 1))  # not a VOC class
+    out = tmp_path / "run"
+    argv = replace_option(TINY_TRAIN, "--dataset", "voc")
+    code, _, err = run(
+        capsys, *argv, "--data-root", str(tmp_path), "--voc-years", "2007", "--out", str(out)
+    )
+    assert code != 0 and broken.name in one_line_error(err)
+    assert not out.exists() or not any(out.iterdir())  # no step was taken, nothing written
