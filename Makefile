@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	  f"ssdlib needs Python >= 3.11, but $(PYTHON) is {sys.version.split()[0]}: run make PYTHON=python3.11 ..."'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# setuptools' "Editable installation" banner is advice for packagers; a newcomer reads it as a failure
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name ssdlib --display-name "Python (ssdlib)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -204,39 +204,6 @@ def test_feature_map_explorer_layer_and_channel():
         W.feature_map_explorer(IMAGE, fmaps, ["conv4_3"])
 
 
-# -- exercises -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("answer", "expected", "message"),
-    [
-        (None, 8732, "not yet: `n` is still None; fill it in and run this cell again."),
-        (8732, 8732, "correct"),
-        (8731.999, 8732, "not yet: `n` = 8731.999 is too low."),  # counts are exact
-        (14.8, 21 / 2**0.5, "correct"),  # three significant digits of 14.85
-        (14.7, 21 / 2**0.5, "not yet: `n` = 14.7 is too low."),
-        (8000, 8732, "not yet: `n` = 8000 is too low."),
-        (9000, 8732, "not yet: `n` = 9000 is too high."),
-        ([0.2, 0.34], [0.2, 0.34], "correct"),
-        ([0.2, 0.35], [0.2, 0.34], "not yet: element 1 of `n` (0.35) is off."),
-        ([0.2], [0.2, 0.34], "not yet: `n` has shape (1,), expected (2,)."),
-        ([1, 2], 3, "not yet: `n` should be a single number, got shape (2,)."),
-        ("conv4_3", "conv4_3", "correct"),
-        ("fc7", "conv4_3", "not yet: `n` = 'fc7' is not it."),
-    ],
-)
-def test_check_answer_messages(answer, expected, message, capsys):
-    assert W.check_answer("n", answer, expected) is None  # a check cell shows only the print
-    assert capsys.readouterr().out == message + "\n"
-
-
-def test_check_answer_adds_the_hint_only_when_wrong(capsys):
-    W.check_answer("n", 1, 2, hint="count again.")
-    assert capsys.readouterr().out.strip().endswith("too low. Hint: count again.")
-    W.check_answer("n", 2, 2, hint="count again.")
-    assert capsys.readouterr().out == "correct\n"
-
-
 def test_explorers_take_tensors_on_any_device(device):
     gt, labels = GT.to(device), LABELS.to(device)
     ex = W.default_box_explorer(IMAGE.to(device), gt)
