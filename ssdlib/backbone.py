@@ -289,3 +289,77 @@ def extras_for_sources(
     base = source_sizes(cfg, (), width)  # [conv4_3, fc7] sides from the base network alone
     chain = (*base, *(sides[i] for i in range(2, top + 1)))
     return _plan_extras_for_sides(cfg.image_size, chain, cfg.name)
+
+
+# -- 3. Receptive fields ---------------------------------------------------------------------------
+# What one cell of a source map can see of the input, beside the default boxes put on it (the
+# figure of lesson 1 is ssdlib.viz.feature_maps.plot_receptive_fields).
+
+
+@dataclass
+class LayerGeometry:
+    """Where one source map sits in the network, in pixels of the input image."""
+
+    name: str  # the layer's name in the paper (conv4_3, fc7, conv8_2, ...)
+    size: int  # side of the map: 38 means 38×38 cells
+    stride: float  # input pixels between neighbouring cells of the map, through the network
+    prior_step: float  # pixels between the centres of its default boxes (the config's step)
+    receptive_field: float  # side of the input window that can affect one cell
+    box_scale: float  # side of the layer's small square default box (s_k · image), pixels
+    image_size: int  # side of the network input, pixels
+
+
+def receptive_fields(stages: Sequence[nn.Module]) -> list[tuple[float, float]]:
+    """Theoretical receptive field and stride after each stage of a plain conv/pool network.
+
+    Walks each stage's ``Conv2d`` and ``MaxPool2d``/``AvgPool2d`` modules in registration order
+    (the order an ``nn.Sequential`` runs them) and applies, per layer with kernel ``k``, stride
+    ``s`` and dilation ``d``: ``rf += d·(k - 1) · jump``, then ``jump *= s``. ``jump`` is the
+    stride so far: how many input pixels one step on the current map covers. Padding shifts
+    the window but does not change its size; ReLU, BatchNorm and L2Norm do not change either.
+
+    Args:
+        stages: modules run one after another, e.g. ``[to_conv4_3, to_fc7, *extras]``.
+
+    Returns:
+        One ``(receptive_field, stride)`` in input pixels per stage, after that stage.
+    """
+    rf, jump = 1.0, 1.0
+    out = []
+    for stage in stages:
+        for m in stage.modules():
+            if not isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+                continue
+            k, s = _pair(m.kernel_size), _pair(m.stride)
+            d = _pair(getattr(m, "dilation", 1))
+            if k[0] != k[1] or s[0] != s[1] or d[0] != d[1]:
+                raise ValueError(f"{m}: only square kernels, strides and dilations are handled")
+            rf += d[0] * (k[0] - 1) * jump
+            jump *= s[0]
+        out.append((rf, jump))
+    return out
+
+
+def layer_geometry(
+    stages: Sequence[nn.Module], names: Sequence[str], cfg: PriorConfig
+) -> list[LayerGeometry]:
+    """:func:`receptive_fields` of each source map, beside the default boxes ``cfg`` gives it.
+
+    Args:
+        stages: one module per source map, run in order; stage ``k`` ends at source map ``k``.
+        names: the source maps' names.
+        cfg: the default-box configuration of the same network.
+    """
+    m = len(cfg.feature_maps)
+    if not len(stages) == len(names) == m:
+        raise ValueError(f"got {len(stages)} stages and {len(names)} names for {m} source maps")
+    rows = []
+    for k, (rf, stride) in enumerate(receptive_fields(stages)):
+        f = cfg.feature_maps[k]
+        step = cfg.step(k)
+        rows.append(LayerGeometry(names[k], f, stride, step, rf, cfg.min_sizes[k], cfg.image_size))
+    return rows
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))

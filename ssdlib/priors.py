@@ -27,6 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .boxes import _as_boxes, box_iou, cxcywh_to_xyxy
+from .matching import IOU_THRESHOLD
+from .report import COVERAGE_SIZE_EDGES, share_by_size
+
 
 @dataclass(frozen=True)
 class PriorConfig:
@@ -339,7 +343,7 @@ def config_from_box_shapes(
 
     What is lost: a shape's own area (it takes its layer's), and its orientation (a ratio
     always adds the pair). Compare the shape fit before and after with
-    :func:`ssdlib.viz.shape_iou` to see how much that costs.
+    :func:`shape_iou` to see how much that costs.
 
     Args:
         wh: ``(k, 2)`` shapes, widths and heights as fractions of the image, k >= m.
@@ -406,3 +410,159 @@ def config_difference(a: PriorConfig, b: PriorConfig) -> str:
         for name in fields
         if getattr(a, name) != getattr(b, name)
     )
+
+
+# -- Default boxes against real objects: coverage, the cell under a point, k-means shapes ----------
+# The numbers lesson 2 draws (ssdlib.viz.priors): how well the boxes fit a set of objects, and
+# box shapes learned from the objects instead of picked by hand (as YOLOv2 chose its anchors).
+
+
+@dataclass
+class CoverageReport:
+    """How well a set of default boxes covers a set of ground-truth boxes."""
+
+    threshold: float  # IoU from which a default box counts as a match (0.5 in the paper)
+    best_iou: Tensor  # (N,) each object's best IoU with any default box
+    num_matches: Tensor  # (N,) long: default boxes with IoU >= threshold, per object
+    sizes: Tensor  # (N,) object size √(w·h), fraction of the image side
+    bin_edges: Tensor  # (S+1,) size bins
+    count_per_bin: Tensor  # (S,) long: objects per size bin
+    coverage_per_bin: Tensor  # (S,) share of a bin's objects with best IoU >= threshold (nan: none)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.best_iou)
+
+    @property
+    def coverage(self) -> float:
+        """Share of all objects whose best default box reaches the threshold."""
+        return float((self.best_iou >= self.threshold).float().mean()) if self.num_objects else 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"CoverageReport(objects={self.num_objects}, threshold={self.threshold:g}, "
+            f"coverage={self.coverage:.1%}, matches={int(self.num_matches.sum())})"
+        )
+
+
+def default_box_coverage(
+    objects: Tensor,
+    cfg_or_priors: PriorConfig | Tensor,
+    threshold: float = IOU_THRESHOLD,
+    bin_edges: Sequence[float] = COVERAGE_SIZE_EDGES,
+) -> CoverageReport:
+    """For each object, its best IoU with any default box and how many boxes reach ``threshold``.
+
+    An object whose best IoU stays below the threshold still gets one positive in training (the
+    forced best match), but a poorly fitting one; coverage measures how often that happens.
+
+    Args:
+        objects: ``(N, 4)`` xyxy normalised ground truth (pooled over any number of images: the
+            default boxes are the same for every image).
+        cfg_or_priors: a :class:`PriorConfig`, or ``(P, 4)`` cxcywh default boxes.
+        threshold: IoU that counts as covered.
+        bin_edges: object-size bins for the per-size summary.
+    """
+    objects = _as_boxes(objects, "objects")
+    priors = (
+        default_boxes(cfg_or_priors) if isinstance(cfg_or_priors, PriorConfig) else cfg_or_priors
+    )
+    iou = box_iou(objects, cxcywh_to_xyxy(priors.float().cpu()))  # (N, P)
+    best = iou.max(dim=1).values if len(objects) else torch.zeros(0)
+    num = (iou >= threshold).sum(dim=1)
+    wh = (objects[:, 2:] - objects[:, :2]).clamp(min=0)
+    sizes = (wh[:, 0] * wh[:, 1]).sqrt()
+    counts, share = share_by_size(sizes.numpy(), (best >= threshold).numpy(), bin_edges)
+    edges = torch.tensor(bin_edges, dtype=torch.float32)
+    per_bin = torch.from_numpy(share).float()
+    return CoverageReport(threshold, best, num, sizes, edges, torch.from_numpy(counts), per_bin)
+
+
+def point_to_cell(cfg: PriorConfig, layer: int, x: float, y: float) -> tuple[int, int]:
+    """``(row, col)`` of the cell of ``layer`` whose area contains the normalised point (x, y)."""
+    if not 0 <= layer < len(cfg.feature_maps):
+        raise ValueError(f"layer must be in [0, {len(cfg.feature_maps)}), got {layer}")
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise ValueError(f"point ({x}, {y}) is outside the unit square")
+    f = cfg.feature_maps[layer]
+    step = cfg.step(layer) / cfg.image_size
+    return min(int(y / step), f - 1), min(int(x / step), f - 1)
+
+
+def shape_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
+    """IoU of box shapes placed on a common centre: ``(N, 2)`` × ``(M, 2)`` -> ``(N, M)``.
+
+    The distance k-means needs for box shapes: it compares sizes and aspect ratios, not
+    positions, and unlike a Euclidean distance on (w, h) it does not favour large boxes.
+    """
+    if wh1.shape[-1:] != (2,) or wh2.shape[-1:] != (2,):
+        raise ValueError(
+            f"expected shapes (N, 2) and (M, 2), got {tuple(wh1.shape)}, {tuple(wh2.shape)}"
+        )
+    inter = torch.minimum(wh1[:, None, :], wh2[None, :, :]).prod(dim=-1)  # (N, M)
+    union = wh1.prod(dim=-1)[:, None] + wh2.prod(dim=-1)[None, :] - inter
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+
+
+@dataclass
+class KMeansResult:
+    """The clusters :func:`kmeans_box_shapes` found."""
+
+    centroids: Tensor  # (k, 2) cluster centres (w, h), sorted by area
+    assignment: Tensor  # (N,) long: cluster of each box
+    mean_iou: float  # mean over boxes of the IoU with their own centroid
+    iterations: int  # how many assignment steps ran before nothing changed
+
+
+KMEANS_MAX_ITERS = 100  # a few hundred box shapes settle in well under 30 steps
+
+
+def kmeans_box_shapes(
+    wh: Tensor, k: int, seed: int = 0, max_iters: int = KMEANS_MAX_ITERS
+) -> KMeansResult:
+    """k-means of box shapes with the distance ``1 - IoU`` (as YOLOv2 chose its anchors).
+
+    Initialised with k-means++ (each next centre drawn with probability ∝ distance²) from a
+    seeded generator, so a run repeats. Centres move to the mean (w, h) of their boxes; the loop
+    stops when no box changes cluster.
+
+    Args:
+        wh: ``(N, 2)`` positive widths and heights, N >= k.
+        k: number of clusters.
+
+    Returns:
+        The centroids sorted by area, each box's cluster, and the mean IoU to its centroid.
+    """
+    wh = torch.as_tensor(wh, dtype=torch.float64).cpu()
+    if wh.dim() != 2 or wh.shape[1] != 2:
+        raise ValueError(f"expected wh of shape (N, 2), got {tuple(wh.shape)}")
+    if not 1 <= k <= len(wh):
+        raise ValueError(f"need 1 <= k <= {len(wh)} boxes, got k={k}")
+    if (wh <= 0).any():
+        i = int((wh <= 0).any(dim=1).nonzero()[0])
+        raise ValueError(
+            f"box {i} has a non-positive side: {[round(v, 4) for v in wh[i].tolist()]}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    centroids = wh[torch.randint(len(wh), (1,), generator=gen)]
+    while len(centroids) < k:
+        d2 = (1 - shape_iou(wh, centroids)).min(dim=1).values ** 2  # (N,)
+        nxt = torch.multinomial(d2 + 1e-12, 1, generator=gen)
+        centroids = torch.cat([centroids, wh[nxt]])
+    assignment = torch.full((len(wh),), -1, dtype=torch.long)
+    iterations = 0
+    while iterations < max_iters:
+        iterations += 1
+        new = shape_iou(wh, centroids).argmax(dim=1)  # (N,)
+        if torch.equal(new, assignment):
+            break
+        assignment = new
+        for c in range(k):
+            members = wh[assignment == c]
+            if len(members):  # an empty cluster keeps its centre
+                centroids[c] = members.mean(dim=0)
+    order = centroids.prod(dim=1).argsort()
+    centroids = centroids[order]
+    assignment = torch.argsort(order)[assignment]
+    mean_iou = float(shape_iou(wh, centroids).gather(1, assignment[:, None]).mean())
+    return KMeansResult(centroids.float(), assignment, mean_iou, iterations)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdlib import box_iou, viz
+from ssdlib import box_iou
 from ssdlib.data import PhotoDataset
 from ssdlib.exercises import EXERCISES
-from ssdlib.nms import NMS_IOU_THRESHOLD, nms, nms_steps
+from ssdlib.nms import NMS_IOU_THRESHOLD, jittered_detections, nms, nms_steps
 from ssdlib.utils import seed_everything
 from tests.exercise_checks import assert_exercise
 
@@ -32,12 +32,12 @@ def lesson():
     seed_everything(0)
     photos = PhotoDataset()
     photo, target = photos.get("rocket")
-    boxes, scores, labels = viz.jittered_detections(
+    boxes, scores, labels = jittered_detections(
         _normalised(photo, target), target["labels"], per_object=8, num_decoys=4
     )
     coffee, coffee_target = photos.get("coffee")
     coffee_gt = _normalised(coffee, coffee_target)
-    c_boxes, c_scores, c_labels = viz.jittered_detections(coffee_gt, coffee_target["labels"])
+    c_boxes, c_scores, c_labels = jittered_detections(coffee_gt, coffee_target["labels"])
     return {
         "classes": photos.classes,
         "rocket": (boxes, scores, labels),

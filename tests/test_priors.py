@@ -6,20 +6,27 @@ import pytest
 import torch
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import box_iou as tv_box_iou
 
 from ssdlib.boxes import cxcywh_to_xyxy
 from ssdlib.priors import (
+    KMEANS_MAX_ITERS,
     SSD300_COCO,
     SSD300_VOC,
     SSD512_VOC,
     PriorConfig,
     cell_box_sizes,
     config_from_scales,
+    default_box_coverage,
     default_boxes,
+    kmeans_box_shapes,
     layer_of_prior,
     linear_scales,
+    point_to_cell,
     prior_index,
+    shape_iou,
 )
+from ssdlib.report import COVERAGE_SIZE_EDGES
 
 
 def one_cell(aspect_ratios=(2,), clip=False, min_size=30, max_size=60) -> PriorConfig:
@@ -152,3 +159,102 @@ def test_default_boxes_on_device(device):
     boxes = default_boxes(SSD300_VOC, device=device)
     assert boxes.device.type == device.type
     torch.testing.assert_close(boxes.cpu(), default_boxes(SSD300_VOC))
+
+
+# -- default boxes against real objects: coverage, the cell under a point, k-means shapes ------
+
+
+def test_point_to_cell_literals():
+    assert point_to_cell(SSD300_VOC, 0, 0.5, 0.5) == (18, 18)  # 150 px / 8 px = 18.75
+    assert point_to_cell(SSD300_VOC, 0, 1.0, 0.0) == (0, 37)  # 38 × 8 = 304 > 300
+    assert point_to_cell(SSD300_VOC, 5, 0.9, 0.9) == (0, 0)
+    assert point_to_cell(SSD300_VOC, 4, 0.34, 0.66) == (1, 1)  # 100-pixel cells
+    with pytest.raises(ValueError, match=r"\(1.5, 0.2\)"):
+        point_to_cell(SSD300_VOC, 0, 1.5, 0.2)
+    with pytest.raises(ValueError, match="layer"):
+        point_to_cell(SSD300_VOC, 6, 0.5, 0.5)
+
+
+def test_coverage_of_hand_made_objects():
+    cfg = one_cell(min_size=32, max_size=75)  # 0.32 square, 0.49 square, 0.45×0.23, 0.23×0.45
+    objects = torch.tensor(
+        [
+            [0.34, 0.34, 0.66, 0.66],  # exactly the 0.32 square: IoU 1
+            [0.44, 0.44, 0.56, 0.56],  # a 0.12 square inside it: IoU 0.0144 / 0.1024
+            [0.0, 0.0, 0.12, 0.12],  # in a corner: overlaps nothing
+        ]
+    )
+    report = default_box_coverage(objects, cfg)
+    torch.testing.assert_close(report.best_iou, torch.tensor([1.0, 0.0144 / 0.1024, 0.0]))
+    # the 0.32 square matches itself and the 2:1 pair (0.0724 / 0.1324 = 0.55), not the
+    # 0.49 square (0.1024 / 0.24 = 0.43)
+    assert report.num_matches.tolist() == [3, 0, 0]
+    assert report.coverage == pytest.approx(1 / 3)
+    torch.testing.assert_close(report.sizes, torch.tensor([0.32, 0.12, 0.12]))
+    edges = list(COVERAGE_SIZE_EDGES)  # 0.12 falls in [0.1, 0.15), 0.32 in [0.3, 0.4)
+    counts = report.count_per_bin.tolist()
+    assert counts[edges.index(0.1)] == 2 and counts[edges.index(0.3)] == 1 and sum(counts) == 3
+    assert report.coverage_per_bin[edges.index(0.1)] == 0
+    assert report.coverage_per_bin[edges.index(0.3)] == 1
+    assert math.isnan(report.coverage_per_bin[0])  # no objects: nan, not 0
+
+
+def test_coverage_matches_a_loop_over_torchvision_iou():
+    objects = torch.tensor([[0.1, 0.1, 0.3, 0.5], [0.5, 0.2, 0.9, 0.9], [0.4, 0.4, 0.45, 0.47]])
+    priors = default_boxes(SSD300_VOC)
+    report = default_box_coverage(objects, priors, threshold=0.4)
+    iou = tv_box_iou(objects, cxcywh_to_xyxy(priors))
+    for i in range(len(objects)):
+        assert report.best_iou[i] == pytest.approx(float(iou[i].max()), abs=1e-6)
+        assert int(report.num_matches[i]) == sum(float(v) >= 0.4 for v in iou[i])
+
+
+def test_coverage_of_no_objects_is_empty_not_an_error():
+    report = default_box_coverage(torch.zeros(0, 4), one_cell())
+    assert report.num_objects == 0 and report.coverage == 0.0
+    assert report.count_per_bin.sum() == 0
+
+
+def test_shape_iou_literals_and_torchvision():
+    wh1 = torch.tensor([[1.0, 1.0], [1.0, 2.0]])
+    wh2 = torch.tensor([[2.0, 2.0], [2.0, 1.0]])
+    torch.testing.assert_close(shape_iou(wh1, wh2), torch.tensor([[0.25, 0.5], [0.5, 1 / 3]]))
+    centred = lambda wh: torch.cat([-wh / 2, wh / 2], dim=1)
+    torch.testing.assert_close(shape_iou(wh1, wh2), tv_box_iou(centred(wh1), centred(wh2)))
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        shape_iou(torch.zeros(3, 4), wh2)
+
+
+def test_kmeans_finds_three_separated_shape_clusters():
+    gen = torch.Generator().manual_seed(1)
+    centres = torch.tensor([[0.05, 0.05], [0.4, 0.1], [0.3, 0.6]])
+    wh = (centres[:, None, :] * (1 + 0.03 * torch.randn(3, 40, 2, generator=gen))).reshape(-1, 2)
+    result = kmeans_box_shapes(wh, k=3, seed=0)
+    torch.testing.assert_close(result.centroids, centres, atol=0.01, rtol=0)  # sorted by area
+    assert result.assignment.tolist() == [0] * 40 + [1] * 40 + [2] * 40
+    own = shape_iou(wh.double(), result.centroids.double()).gather(1, result.assignment[:, None])
+    assert result.mean_iou == pytest.approx(float(own.mean()), abs=1e-5)
+    assert result.mean_iou > 0.9
+
+
+def test_kmeans_converged_assignment_is_to_the_nearest_centroid():
+    wh = torch.rand(200, 2, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.01
+    result = kmeans_box_shapes(wh, k=5, seed=2)
+    assert result.iterations < KMEANS_MAX_ITERS
+    nearest = shape_iou(wh.double(), result.centroids.double()).argmax(dim=1)
+    assert torch.equal(nearest, result.assignment)
+    again = kmeans_box_shapes(wh, k=5, seed=2)
+    assert torch.equal(again.centroids, result.centroids)  # seeded: repeats
+
+
+def test_kmeans_with_one_cluster_is_the_mean_shape():
+    wh = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
+    result = kmeans_box_shapes(wh, k=1)
+    torch.testing.assert_close(result.centroids, torch.tensor([[0.2, 0.3]]))
+
+
+def test_kmeans_rejects_bad_input():
+    with pytest.raises(ValueError, match="k=3"):
+        kmeans_box_shapes(torch.rand(2, 2) + 0.1, k=3)
+    with pytest.raises(ValueError, match=r"box 1 .*\[0.0, 0.2\]"):
+        kmeans_box_shapes(torch.tensor([[0.1, 0.1], [0.0, 0.2]]), k=1)

@@ -1,9 +1,7 @@
-"""Figures and the analysis behind them: hand-sized inputs, what was drawn read back from the
-artists, and pure-Python or torchvision oracles for the computations."""
+"""Figures: hand-sized inputs, what was drawn read back from the artists. The computations behind
+them are tested beside their concepts (test_priors, test_backbone, test_loss, test_nms)."""
 
 from __future__ import annotations
-
-import math
 
 import matplotlib
 
@@ -17,10 +15,19 @@ from matplotlib.patches import Rectangle
 from torchvision.ops import box_iou as tv_box_iou
 
 from ssdlib import viz
+from ssdlib.backbone import layer_geometry
 from ssdlib.boxes import cxcywh_to_xyxy
 from ssdlib.matching import assign_targets
-from ssdlib.nms import NMSStep, nms_steps
-from ssdlib.priors import SSD300_VOC, PriorConfig, default_boxes, layer_of_prior, prior_index
+from ssdlib.nms import NMSStep, jittered_detections, nms_steps
+from ssdlib.priors import (
+    SSD300_VOC,
+    PriorConfig,
+    default_box_coverage,
+    default_boxes,
+    kmeans_box_shapes,
+    layer_of_prior,
+    prior_index,
+)
 
 IMAGE = torch.rand(3, 30, 40)  # a small wide "photo"
 
@@ -155,60 +162,9 @@ def test_plot_cell_boxes_shows_boxes_that_reach_past_the_border():
     assert lo < 0 and hi > 1
 
 
-def test_point_to_cell_literals():
-    assert viz.point_to_cell(SSD300_VOC, 0, 0.5, 0.5) == (18, 18)  # 150 px / 8 px = 18.75
-    assert viz.point_to_cell(SSD300_VOC, 0, 1.0, 0.0) == (0, 37)  # 38 × 8 = 304 > 300
-    assert viz.point_to_cell(SSD300_VOC, 5, 0.9, 0.9) == (0, 0)
-    assert viz.point_to_cell(SSD300_VOC, 4, 0.34, 0.66) == (1, 1)  # 100-pixel cells
-    with pytest.raises(ValueError, match=r"\(1.5, 0.2\)"):
-        viz.point_to_cell(SSD300_VOC, 0, 1.5, 0.2)
-    with pytest.raises(ValueError, match="layer"):
-        viz.point_to_cell(SSD300_VOC, 6, 0.5, 0.5)
-
-
-def test_coverage_of_hand_made_objects():
-    cfg = one_cell(min_size=32, max_size=75)  # 0.32 square, 0.49 square, 0.45×0.23, 0.23×0.45
-    objects = torch.tensor(
-        [
-            [0.34, 0.34, 0.66, 0.66],  # exactly the 0.32 square: IoU 1
-            [0.44, 0.44, 0.56, 0.56],  # a 0.12 square inside it: IoU 0.0144 / 0.1024
-            [0.0, 0.0, 0.12, 0.12],  # in a corner: overlaps nothing
-        ]
-    )
-    report = viz.default_box_coverage(objects, cfg)
-    torch.testing.assert_close(report.best_iou, torch.tensor([1.0, 0.0144 / 0.1024, 0.0]))
-    # the 0.32 square matches itself and the 2:1 pair (0.0724 / 0.1324 = 0.55), not the
-    # 0.49 square (0.1024 / 0.24 = 0.43)
-    assert report.num_matches.tolist() == [3, 0, 0]
-    assert report.coverage == pytest.approx(1 / 3)
-    torch.testing.assert_close(report.sizes, torch.tensor([0.32, 0.12, 0.12]))
-    edges = list(viz.SIZE_BIN_EDGES)  # 0.12 falls in [0.1, 0.15), 0.32 in [0.3, 0.4)
-    counts = report.count_per_bin.tolist()
-    assert counts[edges.index(0.1)] == 2 and counts[edges.index(0.3)] == 1 and sum(counts) == 3
-    assert report.coverage_per_bin[edges.index(0.1)] == 0
-    assert report.coverage_per_bin[edges.index(0.3)] == 1
-    assert math.isnan(report.coverage_per_bin[0])  # no objects: nan, not 0
-
-
-def test_coverage_matches_a_loop_over_torchvision_iou():
-    objects = torch.tensor([[0.1, 0.1, 0.3, 0.5], [0.5, 0.2, 0.9, 0.9], [0.4, 0.4, 0.45, 0.47]])
-    priors = default_boxes(SSD300_VOC)
-    report = viz.default_box_coverage(objects, priors, threshold=0.4)
-    iou = tv_box_iou(objects, cxcywh_to_xyxy(priors))
-    for i in range(len(objects)):
-        assert report.best_iou[i] == pytest.approx(float(iou[i].max()), abs=1e-6)
-        assert int(report.num_matches[i]) == sum(float(v) >= 0.4 for v in iou[i])
-
-
-def test_coverage_of_no_objects_is_empty_not_an_error():
-    report = viz.default_box_coverage(torch.zeros(0, 4), one_cell())
-    assert report.num_objects == 0 and report.coverage == 0.0
-    assert report.count_per_bin.sum() == 0
-
-
 def test_plot_coverage_bars_show_the_per_bin_shares():
     objects = torch.tensor([[0.35, 0.35, 0.65, 0.65], [0.45, 0.45, 0.55, 0.55]])
-    report = viz.default_box_coverage(objects, one_cell())
+    report = default_box_coverage(objects, one_cell())
     ax = viz.plot_coverage(report, scales=[0.3])
     heights = [p.get_height() for p in ax.patches]
     assert heights == report.coverage_per_bin.nan_to_num(0).tolist()
@@ -225,56 +181,9 @@ def test_explorer_figure_draws_the_cell_under_the_point():
         viz.plot_default_box_explorer(IMAGE, SSD300_VOC, 4, (0.5, 0.5))
 
 
-def test_shape_iou_literals_and_torchvision():
-    wh1 = torch.tensor([[1.0, 1.0], [1.0, 2.0]])
-    wh2 = torch.tensor([[2.0, 2.0], [2.0, 1.0]])
-    torch.testing.assert_close(viz.shape_iou(wh1, wh2), torch.tensor([[0.25, 0.5], [0.5, 1 / 3]]))
-    centred = lambda wh: torch.cat([-wh / 2, wh / 2], dim=1)
-    torch.testing.assert_close(viz.shape_iou(wh1, wh2), tv_box_iou(centred(wh1), centred(wh2)))
-    with pytest.raises(ValueError, match=r"\(3, 4\)"):
-        viz.shape_iou(torch.zeros(3, 4), wh2)
-
-
-def test_kmeans_finds_three_separated_shape_clusters():
-    gen = torch.Generator().manual_seed(1)
-    centres = torch.tensor([[0.05, 0.05], [0.4, 0.1], [0.3, 0.6]])
-    wh = (centres[:, None, :] * (1 + 0.03 * torch.randn(3, 40, 2, generator=gen))).reshape(-1, 2)
-    result = viz.kmeans_box_shapes(wh, k=3, seed=0)
-    torch.testing.assert_close(result.centroids, centres, atol=0.01, rtol=0)  # sorted by area
-    assert result.assignment.tolist() == [0] * 40 + [1] * 40 + [2] * 40
-    own = viz.shape_iou(wh.double(), result.centroids.double()).gather(
-        1, result.assignment[:, None]
-    )
-    assert result.mean_iou == pytest.approx(float(own.mean()), abs=1e-5)
-    assert result.mean_iou > 0.9
-
-
-def test_kmeans_converged_assignment_is_to_the_nearest_centroid():
-    wh = torch.rand(200, 2, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.01
-    result = viz.kmeans_box_shapes(wh, k=5, seed=2)
-    assert result.iterations < viz.KMEANS_MAX_ITERS
-    nearest = viz.shape_iou(wh.double(), result.centroids.double()).argmax(dim=1)
-    assert torch.equal(nearest, result.assignment)
-    again = viz.kmeans_box_shapes(wh, k=5, seed=2)
-    assert torch.equal(again.centroids, result.centroids)  # seeded: repeats
-
-
-def test_kmeans_with_one_cluster_is_the_mean_shape():
-    wh = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
-    result = viz.kmeans_box_shapes(wh, k=1)
-    torch.testing.assert_close(result.centroids, torch.tensor([[0.2, 0.3]]))
-
-
-def test_kmeans_rejects_bad_input():
-    with pytest.raises(ValueError, match="k=3"):
-        viz.kmeans_box_shapes(torch.rand(2, 2) + 0.1, k=3)
-    with pytest.raises(ValueError, match=r"box 1 .*\[0.0, 0.2\]"):
-        viz.kmeans_box_shapes(torch.tensor([[0.1, 0.1], [0.0, 0.2]]), k=1)
-
-
 def test_plot_box_shape_clusters_marks_each_centroid():
     wh = torch.rand(20, 2) * 0.5 + 0.01
-    result = viz.kmeans_box_shapes(wh, k=3)
+    result = kmeans_box_shapes(wh, k=3)
     ax = viz.plot_box_shape_clusters(wh, result.centroids, torch.rand(4, 2), result.assignment)
     stars = ax.collections[1].get_offsets()
     np.testing.assert_allclose(stars, result.centroids.numpy())
@@ -372,58 +281,17 @@ def test_plot_detections_labels_class_and_score():
         viz.plot_detections(IMAGE, BOXES[:2], SCORES[:2], torch.tensor([1]))
 
 
-def test_jittered_detections_are_seeded_clipped_and_scored_by_fit():
-    gt = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.6, 0.5, 0.95, 0.9]])
-    boxes, scores, labels = viz.jittered_detections(gt, torch.tensor([3, 5]), 6, num_decoys=2)
-    assert boxes.shape == (14, 4) and scores.shape == (14,) and labels.shape == (14,)
-    assert labels[:12].tolist() == [3] * 6 + [5] * 6
-    assert set(labels[12:].tolist()) <= {3, 5}
-    assert boxes.min() >= 0 and boxes.max() <= 1
-    assert ((scores > 0) & (scores < 1)).all()
-    fit = tv_box_iou(boxes[:6], gt[:1])[:, 0]
-    assert (scores[:6] <= fit + 1e-6).all()  # score = IoU × a factor in [0.6, 1)
-    again = viz.jittered_detections(gt, torch.tensor([3, 5]), 6, num_decoys=2)
-    assert all(torch.equal(a, b) for a, b in zip((boxes, scores, labels), again, strict=True))
-    with pytest.raises(ValueError, match="at least one"):
-        viz.jittered_detections(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"labels of shape \(1,\)"):
-        viz.jittered_detections(gt, torch.tensor([1]))
-
-
 # -- receptive fields ------------------------------------------------------------------------------
 
 
-def test_receptive_fields_of_a_hand_made_network():
-    from torch import nn
-
-    stages = [
-        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)),
-        nn.Sequential(nn.MaxPool2d(2, 2), nn.Conv2d(4, 4, 3, padding=1)),
-        nn.Sequential(nn.Conv2d(4, 4, 3, padding=2, dilation=2), nn.Conv2d(4, 4, 1)),
-    ]
-    # 1 + 2 + 2 = 5; pool: + 1 -> 6, jump 2; conv: + 2·2 -> 10; dilated: + 2·2·2 -> 18; 1×1: + 0
-    assert viz.receptive_fields(stages) == [(5.0, 1.0), (10.0, 2.0), (18.0, 2.0)]
-
-
-def test_layer_geometry_puts_receptive_fields_beside_the_default_boxes():
+def test_plot_receptive_fields_draws_three_squares_per_layer():
     from torch import nn
 
     cfg = PriorConfig(8, (4, 2), None, (2, 4), (4, 8), ((), ()))
     stages = [nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1)), nn.Conv2d(4, 4, 3, 2, 1)]
-    rows = viz.layer_geometry(stages, ["a", "b"], cfg)
-    assert [
-        (r.name, r.size, r.stride, r.prior_step, r.receptive_field, r.box_scale) for r in rows
-    ] == [
-        ("a", 4, 2.0, 2.0, 3.0, 2),
-        ("b", 2, 4.0, 4.0, 7.0, 4),
-    ]
-    with pytest.raises(ValueError, match="1 stages and 2 names for 2"):
-        viz.layer_geometry(stages[:1], ["a", "b"], cfg)
-    fig = viz.plot_receptive_fields(IMAGE, rows)
+    fig = viz.plot_receptive_fields(IMAGE, layer_geometry(stages, ["a", "b"], cfg))
     assert len(rectangles(fig.axes[0])) == 3  # receptive field, default box, cell
     assert fig.axes[1].get_title() == "b (2×2): RF 7 px"
-    with pytest.raises(ValueError, match="square"):
-        viz.receptive_fields([nn.Conv2d(3, 4, (3, 1))])
 
 
 def test_plot_offset_histograms_one_series_per_entry_in_each_panel():
@@ -444,8 +312,8 @@ def test_plot_offset_histograms_one_series_per_entry_in_each_panel():
 def test_analysis_and_figures_take_tensors_on_any_device(device):
     gt = torch.tensor([[0.1, 0.1, 0.9, 0.95], [0.6, 0.6, 0.7, 0.72]], device=device)
     priors = default_boxes(SSD300_VOC, device=device)
-    on_cpu = viz.default_box_coverage(gt.cpu(), SSD300_VOC)
-    here = viz.default_box_coverage(gt, priors)
+    on_cpu = default_box_coverage(gt.cpu(), SSD300_VOC)
+    here = default_box_coverage(gt, priors)
     torch.testing.assert_close(here.best_iou, on_cpu.best_iou)
     assert torch.equal(here.num_matches, on_cpu.num_matches)
     _, _, details = assign_targets(
@@ -455,27 +323,20 @@ def test_analysis_and_figures_take_tensors_on_any_device(device):
     viz.plot_matches(IMAGE.to(device), priors, matched, SSD300_VOC, gt_boxes=gt, forced=forced)
     viz.plot_positives(IMAGE, priors, matched, SSD300_VOC, gt_boxes=gt, forced=forced, obj=0)
     viz.plot_iou_maps(details.iou[0, 0], SSD300_VOC)
-    boxes, _, _ = viz.jittered_detections(gt, torch.tensor([1, 2], device=device))
+    boxes, _, _ = jittered_detections(gt, torch.tensor([1, 2], device=device))
     assert boxes.device.type == "cpu"  # made on the CPU from a seeded generator
     wh = (gt[:, 2:] - gt[:, :2]).repeat(3, 1)
-    result = viz.kmeans_box_shapes(wh, k=2)
+    result = kmeans_box_shapes(wh, k=2)
     assert result.centroids.device.type == "cpu"
 
 
-def test_mining_report_and_figures_on_a_hand_made_case():
-    from ssdlib.viz import mining_report, plot_hard_negatives, plot_negative_losses
-
+def test_mining_figures_on_a_hand_made_case():
     priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]] * 6)
     labels = torch.tensor([1, 0, 0, 0, 0, 0])
     bg = torch.tensor([9.0, 4.0, 3.0, 2.0, 1.0, 0.0])
     chosen = torch.tensor([True, True, True, False, False, False])  # 2 hardest negatives
-    r = mining_report(bg, labels, chosen)
-    assert (r.positives, r.negatives, r.mined) == (1, 5, 2)
-    assert r.mined_share == pytest.approx(7 / 10)
-    ax = plot_hard_negatives(torch.rand(3, 8, 8), priors, labels, chosen, bg)
+    ax = viz.plot_hard_negatives(torch.rand(3, 8, 8), priors, labels, chosen, bg)
     assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == 3
-    ax = plot_negative_losses(bg, labels, chosen, label="m")
+    ax = viz.plot_negative_losses(bg, labels, chosen, label="m")
     assert "the 2 mined carry 70%" in ax.get_legend().get_texts()[0].get_text()
-    with pytest.raises(ValueError, match="one shape"):
-        mining_report(bg, labels[:3], chosen)
     plt.close("all")

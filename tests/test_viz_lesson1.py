@@ -15,6 +15,7 @@ import torch
 from matplotlib.text import Text
 
 from ssdlib import viz
+from ssdlib.viz.feature_maps import _spread
 
 
 @pytest.fixture(autouse=True)
@@ -24,9 +25,9 @@ def _close_figures():
 
 
 def test_spread_keeps_labels_apart_and_centred():
-    assert viz._spread([0.0, 5.0], gap=1.0) == [0.0, 5.0]  # far apart: untouched
-    assert viz._spread([1.0, 1.0], gap=1.0) == [0.5, 1.5]  # a tie: centred on the value
-    spread = viz._spread([0.0, 0.1, 0.2, 3.0], gap=1.0)
+    assert _spread([0.0, 5.0], gap=1.0) == [0.0, 5.0]  # far apart: untouched
+    assert _spread([1.0, 1.0], gap=1.0) == [0.5, 1.5]  # a tie: centred on the value
+    spread = _spread([0.0, 0.1, 0.2, 3.0], gap=1.0)
     assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(spread))
     assert spread[:3] == pytest.approx([-0.9, 0.1, 1.1])  # the group of three, around 0.1
 

@@ -16,6 +16,7 @@ from matplotlib.colors import same_color
 
 from ssdlib import SSD300_VOC, viz
 from ssdlib import widgets as W
+from ssdlib.priors import default_box_coverage
 
 IMAGE = torch.rand(3, 40, 40)
 GT = torch.tensor([[0.1, 0.05, 0.7, 0.95], [0.72, 0.6, 0.8, 0.7]])  # a large and a small object
@@ -49,7 +50,7 @@ def test_cell_boxes_legend_names_the_shapes_and_the_objects():
 
 
 def test_explorer_figure_takes_a_computed_report():
-    report = viz.default_box_coverage(GT, SSD300_VOC)
+    report = default_box_coverage(GT, SSD300_VOC)
     fig, same = viz.plot_default_box_explorer(IMAGE, SSD300_VOC, 2, (0.5, 0.5), report=report)
     assert same is report  # drawn as given: no objects needed, nothing recomputed
     assert len(fig.axes) == 2 and fig.axes[1].get_title().startswith("coverage 100% of 2")

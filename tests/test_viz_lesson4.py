@@ -3,8 +3,6 @@ with a colour bar), and how a weighting of the negatives spreads the confidence 
 
 from __future__ import annotations
 
-import math
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -89,31 +87,6 @@ def test_all_are_drawn_on_request_and_the_image_is_muted():
     assert shown.std() < viz.image_to_numpy(IMAGE).std()  # grey and flatter than the image
     with pytest.raises(ValueError, match="top must be >= 0"):
         viz.plot_hard_negatives(IMAGE, priors, labels, chosen, bg, top=-1)
-
-
-def test_cumulative_loss_share_literal():
-    bg = torch.tensor([[9.0, 4.0, 3.0, 2.0, 1.0]])
-    labels = torch.tensor([[1, 0, 0, 0, 0]])  # the positive (loss 9) never counts
-    ones = torch.ones(1, 5)
-    assert viz.cumulative_loss_share(bg, labels, ones).tolist() == pytest.approx(
-        [0.4, 0.7, 0.9, 1.0]
-    )
-    mined = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0]])  # the two hardest negatives
-    assert viz.cumulative_loss_share(bg, labels, mined).tolist() == pytest.approx(
-        [4 / 7, 1.0, 1.0, 1.0]
-    )
-    # Ranked by loss, not by weight: a heavy weight on an easy negative comes last.
-    late = torch.tensor([[1.0, 0.0, 0.0, 0.0, 3.0]])
-    assert viz.cumulative_loss_share(bg, labels, late).tolist() == pytest.approx([0, 0, 0, 1])
-    assert all(math.isnan(v) for v in viz.cumulative_loss_share(bg, labels, 0 * ones).tolist())
-
-
-def test_cumulative_loss_share_rejects_bad_inputs():
-    bg, labels = torch.rand(2, 5), torch.zeros(2, 5, dtype=torch.long)
-    with pytest.raises(ValueError, match="one shape"):
-        viz.cumulative_loss_share(bg, labels, torch.ones(5))
-    with pytest.raises(ValueError, match=">= 0"):
-        viz.cumulative_loss_share(bg, labels, -torch.ones(2, 5))
 
 
 def test_plot_negative_weighting_draws_one_curve_per_weighting():

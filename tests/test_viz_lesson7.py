@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ssdlib import viz_experiments as vx
+from ssdlib.viz import experiments as vx
 
 
 def _result(recall):

@@ -15,9 +15,8 @@ from matplotlib.patches import Rectangle
 
 from ssdlib import widgets as W
 from ssdlib.matching import assign_targets
-from ssdlib.nms import nms_steps
+from ssdlib.nms import jittered_detections, nms_steps
 from ssdlib.priors import SSD300_VOC, default_boxes
-from ssdlib.viz import jittered_detections
 
 IMAGE = torch.rand(3, 40, 40)
 GT = torch.tensor([[0.1, 0.05, 0.7, 0.95], [0.72, 0.6, 0.8, 0.7]])  # a large and a small object

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import Tensor
 
+from ..backbone import receptive_fields
 from ..model import SSD, SSDHead
 from ..priors import PriorConfig, prior_index
 from . import solution
@@ -23,8 +24,6 @@ def conv4_3_side(cfg: PriorConfig) -> int:
 
 def _receptive_field_after(model: SSD, last: str) -> float:
     """Receptive field (pixels) of the base network's layer ``last`` (conv5_3, fc7, ...)."""
-    from ..viz import receptive_fields  # figures' module: loaded only when an answer is checked
-
     names = list(model.backbone.to_fc7._modules)
     upto = model.backbone.to_fc7[: names.index(last) + 1]
     return receptive_fields([model.backbone.to_conv4_3, upto])[-1][0]

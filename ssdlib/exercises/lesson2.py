@@ -12,6 +12,7 @@ from ..boxes import box_iou, cxcywh_to_xyxy
 from ..priors import (
     PriorConfig,
     cell_box_sizes,
+    default_box_coverage,
     default_boxes,
     layer_of_prior,
     linear_scales,
@@ -83,8 +84,6 @@ def boxes_at_05(cfg: PriorConfig, layer: int, row: int, col: int, side_px: float
 def coverage_by_layer(objects: Tensor, cfg: PriorConfig) -> Tensor:
     """``(m,)``: per layer, the share of objects whose best default box *of that layer*
     reaches IoU 0.5."""
-    from ..viz import default_box_coverage  # figures' module: loaded only when checking
-
     priors, layer = default_boxes(cfg), layer_of_prior(cfg)
     return torch.tensor(
         [

@@ -1,11 +1,11 @@
 """Figures for the augmentation lesson (SSD §2.2 "Data augmentation", §3.6) and the measured
 experiments of the key-observations lesson (SSD §3.2, §3.6, §4), plus the augmentation explorer.
 
-Like :mod:`ssdlib.viz`, every plotting function is pure: data in (augmentation stages, the
-result dicts of :func:`ssdlib.experiments.train_and_evaluate`), an optional ``Axes``, a figure
-out. Images are drawn on the unit square by :func:`ssdlib.viz.show_image`, so pixel boxes are
-divided by their image's size first. :func:`augmentation_explorer` is a thin ipywidgets shell
-(an :class:`ssdlib.widgets.Explorer`) around :func:`plot_augmentation_stages`.
+Like the rest of :mod:`ssdlib.viz`, every plotting function is pure: data in (augmentation
+stages, the result dicts of :func:`ssdlib.experiments.train_and_evaluate`), an optional ``Axes``,
+a figure out. Images are drawn on the unit square by :func:`ssdlib.viz.show_image`, so pixel
+boxes are divided by their image's size first. :func:`augmentation_explorer` is a thin
+ipywidgets shell (an :class:`ssdlib.widgets.Explorer`) around :func:`plot_augmentation_stages`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .data.transforms import AugmentStage, DetectionTransform, augmentation_stages
-from .viz import PALETTE, _new_axes, draw_boxes, show_image
-from .widgets import SLIDER_STYLE, WIDE, Explorer
+from ..boxes import pixels_to_unit
+from ..data.transforms import AugmentStage, DetectionTransform, augmentation_stages
+from ..widgets import SLIDER_STYLE, WIDE, Explorer
+from .common import PALETTE, _new_axes, draw_boxes, show_image
 
 STAGE_PANEL_INCHES = 2.6  # side of one stage panel: six stages fit a notebook's width in a row
 MAX_SEED = 99  # the explorer's seed slider runs over 0..99: plenty of different draws
@@ -39,7 +40,7 @@ METRIC_LABELS = {"map_50": "mAP@0.5", "map": "COCO mAP@[.5:.95]", "voc07_map": "
 def _pixels_to_unit(boxes: Tensor, image: Tensor) -> Tensor:
     """``(G, 4)`` xyxy pixels of ``image`` ``(3, H, W)`` -> xyxy normalised to [0, 1]."""
     h, w = image.shape[-2:]
-    return boxes.float() / torch.tensor([w, h, w, h], dtype=torch.float32)
+    return pixels_to_unit(boxes.float(), w, h)
 
 
 # -- SSD §2.2 Data augmentation ------------------------------------------------------------------

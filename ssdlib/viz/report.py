@@ -23,15 +23,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .evaluate import PRCurve, _iou_numpy
-from .report import (
+from ..boxes import pixels_to_unit
+from ..detections import iou_numpy
+from ..report import (
     ERROR_KINDS,
     REPORT_SCORE_THRESHOLD,
     SIZE_EDGES_PX,
     Diagnosis,
-    binned_recall,
+    share_by_size,
 )
-from .viz import GT_COLOR, PALETTE, draw_boxes, plot_detections, show_image
+from ..voc_metric import PRCurve
+from .common import GT_COLOR, PALETTE, draw_boxes, show_image
+from .nms import plot_detections
 
 KIND_COLORS = ("#d9d9d9", "#1f77b4", "#17becf", "#d62728", "#9467bd")  # correct: a quiet grey
 
@@ -74,7 +77,7 @@ def plot_history(history: Sequence[dict[str, float]]) -> Figure:
 
 
 def plot_pr_curves(curves: dict[int, PRCurve], ax: Axes | None = None) -> Axes:
-    """One precision-recall curve per class (from :func:`ssdlib.evaluate.precision_recall`),
+    """One precision-recall curve per class (from :func:`ssdlib.voc_metric.precision_recall`),
     labelled with its all-point AP. A curve ends at the recall the detections reach."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4.5), layout="constrained")
@@ -97,8 +100,9 @@ def _curve_label(curve: PRCurve) -> str:
 
 def _normalised(boxes: Tensor | np.ndarray, height: int, width: int) -> Tensor:
     """``(N, 4)`` xyxy pixels -> xyxy normalised to the image, for :mod:`ssdlib.viz`."""
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    return torch.as_tensor(np.asarray(boxes), dtype=torch.float32).reshape(-1, 4) / scale
+    return pixels_to_unit(
+        torch.as_tensor(np.asarray(boxes), dtype=torch.float32).reshape(-1, 4), width, height
+    )
 
 
 def plot_image_detections(
@@ -187,7 +191,7 @@ def plot_recall_by_size(
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
     counts, recall = diagnosis.recall_by_size(score_threshold, edges)
-    _, ever = binned_recall(diagnosis.obj_size, diagnosis.obj_score > 0, edges)
+    _, ever = share_by_size(diagnosis.obj_size, diagnosis.obj_score > 0, edges)
     x = np.arange(len(counts))
     ax.bar(x, np.nan_to_num(ever), color="#c6dbef", label="found at any score")
     ax.bar(x, np.nan_to_num(recall), color="#2171b5", label=f"found at score ≥ {score_threshold}")
@@ -255,7 +259,7 @@ def _draw_scene(
     )  # falling score
     dets = dets[dets != skip]
     if len(dets):
-        overlap = _iou_numpy(diagnosis.det_box[dets], np.asarray(focus, np.float64)[None])[:, 0]
+        overlap = iou_numpy(diagnosis.det_box[dets], np.asarray(focus, np.float64)[None])[:, 0]
         dets = dets[overlap > 0][:MAX_CONTEXT_DETECTIONS]
     for j in dets:
         label = int(diagnosis.det_label[j])
