@@ -298,7 +298,7 @@ def _pycocotools_map(predictions: list[dict], targets: list[dict]) -> list[float
 
 
 def _coco_map_case(settings: Settings, device: str) -> Case:
-    from ssdlib.evaluate import COCO_STAT_NAMES, coco_map
+    from ssdlib.coco_metric import COCO_STAT_NAMES, coco_map
 
     priors = default_boxes(SSD300_COCO)
     gt_boxes, gt_labels = ground_truth(EVAL_IMAGES, settings.num_classes, settings.seed)
@@ -622,7 +622,7 @@ ROWS: list[Row] = [
     Row(
         "cpu-coco-map",
         "cpu",
-        f"evaluate.coco_map, {EVAL_IMAGES} images × {EVAL_DETECTIONS} detections",
+        f"coco_metric.coco_map, {EVAL_IMAGES} images × {EVAL_DETECTIONS} detections",
         "pycocotools by hand (COCO, loadRes, COCOeval)",
         _coco_map_case,
         needs=lambda: _missing_modules("ssdlib.evaluate", "pycocotools"),

@@ -11,15 +11,30 @@ weights     ImageNet VGG16, torchvision's COCO SSD300, the shipped models
 checkpoint  model files and training checkpoints: one format each, one load_model
 data        ShapesDataset, VOC, COCO, photos, SSD augmentation, loaders
 train       the training loop (presets: TrainConfig and the presets; distributed: DDP)
-evaluate    COCO mAP (pycocotools), VOC AP, precision-recall
-report      reading a trained detector: error kinds, recall by size, confusion, speed
-viz         figures for the notebooks (viz_experiments: lessons 6-7); widgets: interactive shells
+evaluate    running a detector over a dataset; voc_metric: VOC AP, precision-recall;
+            coco_metric: COCO mAP (pycocotools); detections: their common input
+report      reading a trained detector: error kinds, recall by size, confusion
+speed       inference time (network and NMS) and multiply-adds
+viz         the lessons' figures, one module per lesson in ssdlib/viz/; widgets: their explorers
 experiments measured experiments, cached on the code and config that made them
 """
 
 # No name here hides a module: the functions train.train, evaluate.evaluate and nms.nms are not
 # re-exported (ssdlib.nms is the module; call ssdlib.nms.nms(...), ssdlib.train.train(...)).
-from . import checkpoint, data, evaluate, experiments, fast, nms, report, train
+from . import (
+    checkpoint,
+    coco_metric,
+    data,
+    detections,
+    evaluate,
+    experiments,
+    fast,
+    nms,
+    report,
+    speed,
+    train,
+    voc_metric,
+)
 from .boxes import (
     VARIANCES,
     box_area,
@@ -28,9 +43,12 @@ from .boxes import (
     cxcywh_to_xyxy,
     decode,
     encode,
+    pixels_to_unit,
+    unit_to_pixels,
     xyxy_to_cxcywh,
 )
 from .checkpoint import load_model, load_weights, save_model
+from .coco_metric import coco_map
 from .data import (
     CocoDataset,
     PhotoDataset,
@@ -41,7 +59,6 @@ from .data import (
     load_photo,
     train_transform,
 )
-from .evaluate import PRCurve, average_precision, coco_map, precision_recall, voc_map, voc_match
 from .loss import MultiBoxLoss, background_loss, hard_negative_mining
 from .matching import MatchDetails, assign_targets, match, match_iou
 from .model import SSD, ModelConfig, build_ssd
@@ -57,6 +74,7 @@ from .priors import (
 )
 from .train import PRESETS, NonFiniteLossError, TrainConfig, TrainResult, preset
 from .utils import default_device, seed_everything
+from .voc_metric import PRCurve, average_precision, precision_recall, voc_map, voc_match
 from .weights import WeightsUnavailableError, from_torchvision, load_vgg16_backbone
 
 __version__ = "0.1.0"
@@ -90,6 +108,7 @@ __all__ = [
     "checkpoint",
     "clip_boxes",
     "coco_map",
+    "coco_metric",
     "collate",
     "config_from_scales",
     "cxcywh_to_xyxy",
@@ -97,6 +116,7 @@ __all__ = [
     "decode",
     "default_boxes",
     "default_device",
+    "detections",
     "encode",
     "eval_transform",
     "evaluate",
@@ -113,15 +133,19 @@ __all__ = [
     "match_iou",
     "nms",
     "nms_steps",
+    "pixels_to_unit",
     "postprocess",
     "precision_recall",
     "preset",
     "report",
     "save_model",
     "seed_everything",
+    "speed",
     "train",
     "train_transform",
+    "unit_to_pixels",
     "voc_map",
     "voc_match",
+    "voc_metric",
     "xyxy_to_cxcywh",
 ]

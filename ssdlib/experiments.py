@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -42,19 +41,19 @@ from .data import ShapesDataset, augmentation
 from .evaluate import evaluate
 from .model import SSD, config_from_dict
 from .nms import SCORE_THRESHOLD
-from .report import BACKGROUND_IOU, diagnose, measure_inference
-from .train import TrainConfig, train
-from .train import preset as make_preset
-from .utils import atomic_write, default_device, seed_everything
+from .presets import TrainConfig
+from .presets import preset as make_preset
+from .report import BACKGROUND_IOU, RECALL_SIZE_EDGES, diagnose
+from .speed import measure_inference
+from .train import train
+from .utils import atomic_write, default_device
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CACHE_DIR = PACKAGE_DIR.parent / "data" / "experiments"
 
 
 NOT_MEASURED = (
-    "viz.py",
-    "viz_experiments.py",
-    "viz_report.py",
+    "viz/",
     "widgets.py",
     "exercises/",
     "cli.py",
@@ -144,20 +143,20 @@ def cached_experiment(
         raise ValueError(
             f"experiment {name!r}: the result must be JSON-serialisable ({err})"
         ) from err
-    text = json.dumps(record, indent=1, sort_keys=True) + "\n"  # ASCII: json escapes the rest
+    # Keys in the order the run gave them (a result's ap50_per_class in class order); ASCII:
+    # json escapes the rest. The fresh record is returned as a later read will give it back.
+    text = json.dumps(record, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
-    return {**record, "cached": False}
+    return {**json.loads(text), "cached": False}
 
 
 # -- Training and evaluating one variant of a preset (the lessons' measured comparisons) --------
 
 TRAIN_IMAGES = 1000  # a fixed training set, as a real dataset is: the network sees each image
 # several times, so that augmentation and overfitting matter as they do in practice
-VAL_IMAGES = 200  # held-out images: ~700 objects, enough to tell AP differences of a few points
+VAL_IMAGES = 200  # held-out images: ~600 objects, enough to tell AP differences of a few points
 REFERENCE_SIZE = 300  # COCO's small / medium / large are pixel areas (32², 96²); we state each
 # object's area as if its image were SSD300's 300×300 input, so they mean what they mean there
-SIZE_BIN_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 1.0)  # object side √(w·h) / image side:
-# finer at the small end, where recall changes fastest
 RECALL_IOU = 0.5  # a ground-truth box counts as found by a detection of its class from this IoU
 LOSS_CURVE_POINTS = 12  # rows of the loss curve kept in a result (it is plotted, not analysed)
 SPEED_BATCH = 16  # images per timed call of the network and NMS (the presets' batch)
@@ -193,7 +192,7 @@ def recall_by_size(
     targets: Sequence[dict[str, Tensor]],
     class_names: Sequence[str],
     image_size: float,
-    bin_edges: Sequence[float] = SIZE_BIN_EDGES,
+    bin_edges: Sequence[float] = RECALL_SIZE_EDGES,
     iou_threshold: float = RECALL_IOU,
 ) -> dict[str, list]:
     """The share of ground-truth objects some detection finds, by object size relative to the
@@ -210,15 +209,13 @@ def recall_by_size(
         class_names: index 0 background.
         image_size: side of the (square) images in pixels: sizes are ``√(w·h) / image_size``.
         bin_edges: ``S + 1`` increasing edges, fractions of the image side; sizes at or above
-            the last edge count in the last bin.
+            the last edge count in the last bin (:func:`ssdlib.report.share_by_size`).
         iou_threshold: the overlap that counts as found.
 
     Returns:
         ``bin_edges``, ``num_objects`` (S counts) and ``recall`` (S shares, None where empty).
     """
     edges = [float(e) for e in bin_edges]
-    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
-        raise ValueError(f"bin_edges must be at least 2 increasing values, got {edges}")
     diagnosis = diagnose(
         predictions,
         targets,
@@ -226,7 +223,7 @@ def recall_by_size(
         iou_threshold=iou_threshold,
         background_iou=min(BACKGROUND_IOU, iou_threshold),
     )
-    pixels = [e * image_size for e in edges[:-1]] + [math.inf]  # the last bin is open
+    pixels = [e * image_size for e in edges]
     counts, recall = diagnosis.recall_by_size(SCORE_THRESHOLD, pixels)
     return {
         "bin_edges": edges,
@@ -235,58 +232,20 @@ def recall_by_size(
     }
 
 
-def count_macs(model: torch.nn.Module, image_size: int) -> dict[str, int]:
-    """Multiply-adds of every convolution for one ``image_size`` × ``image_size`` image, counted
-    with forward hooks during one pass: ``{"total": …, "head": …}`` (``head``: the modules under
-    ``model.head``, the predictors whose size grows with the default boxes per cell).
-
-    A convolution producing ``C_out × H × W`` from ``C_in / groups`` channels with a ``k × k``
-    kernel costs ``C_out · H · W · (C_in / groups) · k²``. Unlike a timing, the count is the same
-    on every machine.
-    """
-    counts: dict[str, int] = {"total": 0, "head": 0}
-    head = getattr(model, "head", None)
-    in_head = {id(m) for m in head.modules()} if isinstance(head, torch.nn.Module) else set()
-
-    def hook(module: torch.nn.Conv2d, inputs: Any, output: Tensor) -> None:
-        kh, kw = module.kernel_size
-        macs = output[0].numel() * (module.in_channels // module.groups) * kh * kw
-        counts["total"] += macs
-        if id(module) in in_head:
-            counts["head"] += macs
-
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    handles = [m.register_forward_hook(hook) for m in convs]
-    was_training = model.training
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return counts
-
-
 def _json_number(x: float) -> float | None:
     """JSON has no nan: a metric without ground truth becomes None (null)."""
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _make_config(
-    preset_name: str, overrides: dict[str, Any], seed: int
-) -> tuple[TrainConfig, tuple[int, ...] | None]:
-    """The TrainConfig of a run and its ``sources`` (see :func:`ssdlib.model.build_ssd`)."""
+def _make_config(preset_name: str, overrides: dict[str, Any], seed: int) -> TrainConfig:
+    """The TrainConfig of a run: the preset with ``overrides`` (plain JSON values) and a step
+    budget."""
     overrides = dict(overrides)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known - {"sources"})
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
-        raise ValueError(f"overrides {unknown} are not TrainConfig fields (nor 'sources')")
+        raise ValueError(f"overrides {unknown} are not TrainConfig fields")
     if "seed" in overrides:
         raise ValueError("give the seed as train_and_evaluate(seed=...), not in overrides")
-    sources = overrides.pop("sources", None)
     if isinstance(overrides.get("priors"), dict):
         overrides["priors"] = config_from_dict(overrides["priors"])
     if "milestones" in overrides:
@@ -296,7 +255,7 @@ def _make_config(
     config = make_preset(preset_name, **{**budget, **overrides, "seed": seed})
     if config.max_steps is None and config.epochs is None:
         raise ValueError(f"preset {preset_name!r} has no step budget: give overrides['max_steps']")
-    return config, tuple(sources) if sources is not None else None
+    return config
 
 
 def train_and_evaluate(
@@ -316,7 +275,7 @@ def train_and_evaluate(
     switched off, so a run repeats; the overrides must give ``max_steps`` if the preset has no
     step or epoch budget). ``overrides["priors"]`` may be a PriorConfig as a dict
     (:func:`ssdlib.model.config_to_dict`), and ``overrides["sources"]`` says which backbone map
-    each prior layer reads (:func:`ssdlib.model.build_ssd`), e.g. ``[1, 1, 1, 1, 1]``.
+    each prior layer reads (:attr:`ssdlib.presets.TrainConfig.sources`), e.g. ``[1, 1, 1, 1, 1]``.
 
     Data: ``train_images`` shapes images of the "train" split (drawn at the preset's input size,
     augmented as the config's ``augment`` names if ``augment``, else used as they are),
@@ -326,7 +285,7 @@ def train_and_evaluate(
 
     Args:
         preset: a name in :data:`ssdlib.train.PRESETS`.
-        overrides: TrainConfig fields to replace (plain JSON values), plus ``sources``.
+        overrides: TrainConfig fields to replace (plain JSON values).
         train_images, val_images: sizes of the training set and the held-out set.
         seen_images: how many training images to evaluate on as well (0: none).
         augment: augment the training images (False: none, whatever the config says).
@@ -342,10 +301,10 @@ def train_and_evaluate(
         images; None if ``seen_images`` is 0), ``recall_by_size`` (:func:`recall_by_size`),
         ``loss_curve`` (``step`` and ``loss`` lists), ``train_seconds``,
         ``train_images_per_s`` and ``images_per_s`` (network + NMS on a batch of val images,
-        :func:`ssdlib.report.measure_inference`).
+        :func:`ssdlib.speed.measure_inference`).
         Metrics without ground truth are None.
     """
-    config, sources = _make_config(preset, overrides or {}, seed)
+    config = _make_config(preset, overrides or {}, seed)
     size = config.priors.image_size
     device = torch.device(device) if device is not None else default_device()
     transform = augmentation(config.augment, size) if augment else None
@@ -357,36 +316,29 @@ def train_and_evaluate(
         raise ValueError(
             f"seen_images must be in [0, train_images={train_images}], got {seen_images}"
         )
-
-    seed_everything(seed)  # the same initial weights as train() would make
-    network = config.model_config(train_set.classes)
-    model = SSD(dataclasses.replace(network, sources=sources))
     start = time.perf_counter()
-    result = train(config, train_set, None, device=device, progress=False, model=model)
+    result = train(config, train_set, None, device=device, progress=False)
     train_seconds = time.perf_counter() - start
     model = result.model.eval()
+    seen_set = _evaluation_set(seen_images, size, data_seed, "train") if seen_images else None
+    return {
+        **_describe_run(config, model, result.step, train_images),
+        "val_images": val_images,
+        "augment": augment,
+        **_accuracy(model, val_set, seen_set, config.batch_size, device),
+        "loss_curve": _loss_curve(result.history),
+        "train_seconds": train_seconds,
+        "train_images_per_s": result.step * config.batch_size / max(train_seconds, 1e-9),
+        "images_per_s": _images_per_s(model, val_set),
+    }
 
-    metrics, predictions, targets = evaluate(
-        model, val_set, config.batch_size, device, progress=False, return_predictions=True
-    )
-    seen = {"map": None, "map_50": None}
-    if seen_images:
-        seen_set = _evaluation_set(seen_images, size, data_seed, "train")
-        seen = evaluate(model, seen_set, config.batch_size, device, progress=False)
-    recall = recall_by_size(predictions, targets, train_set.classes, size)
-    batch = torch.stack([val_set[i][0] for i in range(min(SPEED_BATCH, len(val_set)))])
-    history = result.history
-    keep = (
-        sorted(
-            {
-                round(i * (len(history) - 1) / (LOSS_CURVE_POINTS - 1))
-                for i in range(LOSS_CURVE_POINTS)
-            }
-        )
-        if history
-        else []
-    )
-    coco_keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
+
+COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
+# the COCO metrics a result keeps: the headline, by IoU, by object size, and the recall
+
+
+def _describe_run(config: TrainConfig, model: SSD, steps: int, train_images: int) -> dict:
+    """What was trained, and for how long."""
     return {
         "preset": config.name,
         "priors": config.priors.name,
@@ -395,25 +347,55 @@ def train_and_evaluate(
         "feature_maps": list(config.priors.feature_maps),
         "sources": list(model.sources),
         "source_names": model.source_names,
-        "steps": result.step,
-        "epochs": result.step * config.batch_size / train_images,
+        "steps": steps,
+        "epochs": steps * config.batch_size / train_images,
         "train_images": train_images,
-        "val_images": val_images,
-        "augment": augment,
-        **{k: _json_number(metrics[k]) for k in coco_keys},
+    }
+
+
+def _accuracy(
+    model: SSD,
+    val_set: _Samples,
+    seen_set: _Samples | None,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """COCO and VOC metrics and recall by size on the val set; mAP on the seen training images
+    (None without them)."""
+    metrics, predictions, targets = evaluate(
+        model, val_set, batch_size, device, progress=False, return_predictions=True
+    )
+    seen = {"map": None, "map_50": None}
+    if seen_set is not None:
+        seen = evaluate(model, seen_set, batch_size, device, progress=False)
+    size = model.cfg.image_size
+    return {
+        **{k: _json_number(metrics[k]) for k in COCO_KEYS},
         "voc07_map": _json_number(metrics["voc07_map"]),
         "ap50_per_class": {k: _json_number(v) for k, v in metrics["ap50_per_class"].items()},
         "train_map": _json_number(seen["map"]),
         "train_map_50": _json_number(seen["map_50"]),
-        "recall_by_size": recall,
-        "loss_curve": {
-            "step": [int(history[i]["step"]) for i in keep],
-            "loss": [float(history[i]["loss"]) for i in keep],
-        },
-        "train_seconds": train_seconds,
-        "train_images_per_s": result.step * config.batch_size / max(train_seconds, 1e-9),
-        "images_per_s": measure_inference(model, (len(batch),), images=batch)[0].images_per_s,
+        "recall_by_size": recall_by_size(predictions, targets, val_set.classes, size),
     }
+
+
+def _loss_curve(history: list[dict[str, Any]]) -> dict[str, list]:
+    """:data:`LOSS_CURVE_POINTS` rows of the training history, evenly spaced, first and last
+    included."""
+    if not history:
+        return {"step": [], "loss": []}
+    last = len(history) - 1
+    keep = sorted({round(i * last / (LOSS_CURVE_POINTS - 1)) for i in range(LOSS_CURVE_POINTS)})
+    return {
+        "step": [int(history[i]["step"]) for i in keep],
+        "loss": [float(history[i]["loss"]) for i in keep],
+    }
+
+
+def _images_per_s(model: SSD, val_set: _Samples) -> float:
+    """Network + NMS speed on one batch of :data:`SPEED_BATCH` val images."""
+    batch = torch.stack([val_set[i][0] for i in range(min(SPEED_BATCH, len(val_set)))])
+    return measure_inference(model, (len(batch),), images=batch)[0].images_per_s
 
 
 SHORT_RUN_STEPS = 600  # the lessons' budget per compared run: ~2 minutes on two CPU cores, and
@@ -441,7 +423,7 @@ def short_run(
 
     Args:
         name: the record's name, e.g. ``"baseline"``.
-        overrides: TrainConfig fields (and ``sources``) that make the variant.
+        overrides: TrainConfig fields that make the variant.
         steps: the budget in optimiser steps.
         seed: weights, data order and augmentation draws.
         cache_dir: where records live (default ``data/experiments``).

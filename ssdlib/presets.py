@@ -27,6 +27,9 @@ class TrainConfig:
     width: float = 1.0  # channel multiplier of the VGG16 base and extras (1.0 = the paper's)
     batch_norm: bool = False  # BatchNorm after every conv: lets a slim net train from scratch
     # (under DDP each process normalises with its own share of the batch)
+    sources: tuple[int, ...] | None = None  # the backbone map each prior layer reads (0 conv4_3,
+    # 1 fc7, 2 the first extra layer's, ...), as ModelConfig.sources; None: the paper's, layer k
+    # on map k (lesson 7 puts every layer on fc7, SSD Table 3)
     # The objective (§2.2).
     augment: str = "ssd"  # the data augmentation, by name: ssdlib.data.AUGMENTATIONS (the
     # training set is built with it by the command line and the experiments)
@@ -88,6 +91,10 @@ class TrainConfig:
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones are fractions of the budget in (0, 1): {self.milestones}")
         self.milestones = tuple(sorted(self.milestones))
+        if self.sources is not None:  # ModelConfig's check, and its one spelling (None) of the
+            # paper's choice; the class names do not matter here
+            network = ModelConfig(self.priors, ("background", "object"), sources=self.sources)
+            self.sources = network.sources
 
     def __repr__(self) -> str:
         lines = [f"    {f.name}={getattr(self, f.name)!r}," for f in dataclasses.fields(self)]
@@ -95,7 +102,9 @@ class TrainConfig:
 
     def model_config(self, class_names: Sequence[str]) -> ModelConfig:
         """The network this config trains on a dataset of ``class_names`` (background first)."""
-        return ModelConfig(self.priors, tuple(class_names), self.width, self.batch_norm)
+        return ModelConfig(
+            self.priors, tuple(class_names), self.width, self.batch_norm, self.sources
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the priors as a dict), for checkpoints and JSON."""
@@ -105,7 +114,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict`; also reads the dicts of older checkpoints."""
+        """The inverse of :meth:`to_dict`; also reads the dicts of older checkpoints (without
+        ``sources``: the paper's maps)."""
         d = dict(d)
         d.pop("assign_in_workers", None)  # retired: training always matches on its device
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})

@@ -1,18 +1,21 @@
-"""Reading a trained detector: how it learned, where it fails, how fast it runs (SSD §3).
+"""Reading a trained detector: where it fails, and for which objects (SSD §3.1).
 
 The paper does more than print one mAP. §3.1 breaks the errors of SSD300 down with the
 detection analysis tool of Hoiem et al. (ECCV 2012): "the cumulative fraction of detections
 that are correct (Cor) or false positive due to poor localization (Loc), confusion with similar
 categories (Sim), with others (Oth), or with background (BG)" (Fig. 3), and shows that "SSD is
-very sensitive to the bounding box size" (Fig. 4). §3.7 times the network and the NMS (Table 7).
-This module computes the same readings for any model and dataset in the common format, with
-NumPy and no plotting (its figures are in :mod:`ssdlib.viz_report`):
+very sensitive to the bounding box size" (Fig. 4). This module computes the same readings for
+any model and dataset in the common format (:mod:`ssdlib.detections`), with NumPy and no
+plotting (its figures are in :mod:`ssdlib.viz.report`; the speed, §3.7, is in
+:mod:`ssdlib.speed`):
 
 1. the pycocotools table as text (:func:`coco_summary`);
 2. every detection labelled correct or by the kind of its mistake, every object found or
-   missed (:func:`diagnose` -> :class:`Diagnosis`), recall by object size;
-3. which classes are taken for which (:func:`confusion_matrix`, :func:`most_confused`);
-4. inference speed: network and NMS, per batch size (:func:`measure_inference`).
+   missed (:func:`diagnose` -> :class:`Diagnosis`);
+3. recall by object size: the one binning of a per-object flag by size
+   (:func:`share_by_size`) and its edges, used here, by :mod:`ssdlib.experiments` and by the
+   default boxes' coverage;
+4. which classes are taken for which (:func:`confusion_matrix`, :func:`most_confused`).
 
 Boxes are xyxy in the pixels of each image, as :func:`ssdlib.evaluate.evaluate` returns them.
 Letters: ``D`` detections, ``G`` ground-truth objects, ``K`` classes including background 0.
@@ -21,26 +24,30 @@ Letters: ``D`` detections, ``G`` ground-truth objects, ``K`` classes including b
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from . import fast
-from .evaluate import VOC_IOU_THRESHOLD, _class_ids, _iou_numpy, _read_inputs
-from .nms import NMS_IOU_THRESHOLD, SCORE_THRESHOLD, TOP_K
+from .detections import ImageArrays, evaluated_classes, iou_numpy, read_inputs
+from .voc_metric import VOC_IOU_THRESHOLD
 
 REPORT_SCORE_THRESHOLD = 0.5  # a detection someone would act on; mAP itself uses every score
 BACKGROUND_IOU = 0.1  # Hoiem et al.: under this overlap with every object, a false positive
 # "fired on background"; from it up to 0.5 with its own class, it is a localisation error
-SIZE_EDGES_PX = (0, 16, 32, 64, 128, 256, math.inf)  # object size √(w·h) in octaves: each
-# layer's default boxes are about twice the previous layer's, and log-uniform sizes fill
-# every octave alike
+# Object-size bins, √(w·h), for share_by_size. Three sets, because three questions:
+SIZE_EDGES_PX = (0, 16, 32, 64, 128, 256, math.inf)  # pixels, in octaves: a diagnosis knows
+# each box in its own image's pixels but not the image's size (lesson 8's images differ), each
+# layer's default boxes are about twice the previous layer's, and log-uniform sizes fill every
+# octave alike
+RECALL_SIZE_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 1.0)  # fractions of the image side
+# (the experiments' square shapes images): finer at the small end, where recall changes
+# fastest; one last bin from 0.45, since an eighth of the shapes are larger (76 of the 592
+# validation objects; edges at 0.6 and 0.8 would leave 3 in the top bin)
+COVERAGE_SIZE_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)  # fractions of the
+# image side, for how well default boxes cover objects of any size: finer at the small end,
+# where default boxes leave the largest gaps, and up to the largest scales (s_max = 0.9)
 
 # The kinds of detection, in the order Hoiem et al. test them (duplicates, which they count as
 # localisation errors, get their own kind: they show what NMS let through).
@@ -52,7 +59,7 @@ ERROR_KINDS = ("correct", "localisation", "duplicate", "confusion", "background"
 
 
 def coco_summary(metrics: dict[str, Any]) -> str:
-    """The twelve lines ``COCOeval.summarize()`` printed for :func:`ssdlib.evaluate.coco_map`'s
+    """The twelve lines ``COCOeval.summarize()`` printed for :func:`ssdlib.coco_metric.coco_map`'s
     (or ``evaluate``'s) result, as pycocotools wrote them (-1.000 where a size range has no
     ground truth). Small: area < 32² px; medium: up to 96²; large: above."""
     if "summary" not in metrics:
@@ -134,12 +141,13 @@ class Diagnosis:
         edges: Sequence[float] = SIZE_EDGES_PX,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Objects per size bin and the share found at ``score_threshold`` (nan for an empty
-        bin). Bin ``i`` holds sizes √(w·h) in ``[edges[i], edges[i + 1])`` pixels.
+        bin). Bin ``i`` holds sizes √(w·h) in ``[edges[i], edges[i + 1])`` pixels (see
+        :func:`share_by_size`).
 
         Returns:
             ``(counts (len(edges) - 1,), recall (len(edges) - 1,))``.
         """
-        return binned_recall(self.obj_size, self.found(score_threshold), edges)
+        return share_by_size(self.obj_size, self.found(score_threshold), edges)
 
     def __repr__(self) -> str:
         c = self.counts()
@@ -148,23 +156,6 @@ class Diagnosis:
             f"Diagnosis({len(self.det_score)} detections, {len(self.obj_label)} objects; at "
             f"score >= {REPORT_SCORE_THRESHOLD}: {kinds}; missed {c['missed']})"
         )
-
-
-def binned_recall(
-    sizes: np.ndarray, found: np.ndarray, edges: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Objects per size bin ``[edges[i], edges[i + 1])`` and the share of them ``found``."""
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"edges must be at least 2 increasing numbers, got {edges.tolist()}")
-    num_bins = len(edges) - 1
-    bins = np.digitize(sizes, edges) - 1  # (G,) -1 or num_bins: outside every bin
-    inside = (bins >= 0) & (bins < num_bins)
-    counts = np.bincount(bins[inside], minlength=num_bins)
-    hits = np.bincount(bins[inside], weights=found[inside].astype(float), minlength=num_bins)
-    recall = np.full(num_bins, np.nan)
-    recall[counts > 0] = hits[counts > 0] / counts[counts > 0]
-    return counts, recall
 
 
 def _kind_code(kind: str) -> int:
@@ -195,7 +186,7 @@ def diagnose(
     objects of its image:
 
     * **correct**: IoU >= ``iou_threshold`` with an object of its class, the first to claim it
-      (VOC's rule: the object with the highest such IoU; :func:`ssdlib.evaluate.voc_match`
+      (VOC's rule: the object with the highest such IoU; :func:`ssdlib.voc_metric.voc_match`
       calls these the true positives);
     * **duplicate**: the same, but a higher-scoring detection claimed that object already;
     * **localisation**: its best IoU with an object of its class is in
@@ -225,82 +216,155 @@ def diagnose(
             "need 0 < background_iou <= iou_threshold <= 1, got "
             f"background_iou={background_iou}, iou_threshold={iou_threshold}"
         )
-    preds, gts = _read_inputs(predictions, targets)
-    _class_ids(preds, gts, class_names)  # labels beyond the class names: a clear error
+    preds, gts = read_inputs(predictions, targets)
+    evaluated_classes(preds, gts, class_names)  # labels beyond the class names: a clear error
+    dets = _best_overlaps(preds, gts)  # (D,) each, in image order
+    order = np.argsort(-dets["score"], kind="stable")  # falling score; ties keep image order
+    dets = {k: v[order] for k, v in dets.items()}
     num_gt = np.array([len(g.boxes) for g in gts], dtype=np.int64)
     first_gt = np.concatenate([[0], np.cumsum(num_gt)])  # flat index of each image's object 0
-    columns: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("image", "index", "same_iou", "same_idx", "other_iou", "other_idx")
-    }
+    flat = first_gt[dets["image"]] + dets["same_idx"]  # (D,) flat index of the same-class best
+    difficult = np.concatenate(
+        [np.zeros(0, bool)]
+        + [g.difficult if g.difficult is not None else np.zeros(len(g.boxes), bool) for g in gts]
+    )  # (all objects,) flat
+    kind, on_difficult, finders = _judge(dets, flat, difficult, iou_threshold, background_iou)
+    obj_score = np.zeros(len(difficult))  # (all objects,) flat
+    obj_score[flat[finders]] = dets["score"][finders]
+    det_object, det_iou = _judged_against(kind, dets)
+    keep = ~on_difficult
+    return Diagnosis(
+        class_names=list(class_names),
+        iou_threshold=iou_threshold,
+        background_iou=background_iou,
+        det_image=dets["image"][keep],
+        det_index=dets["index"][keep],
+        det_label=dets["label"][keep],
+        det_score=dets["score"][keep],
+        det_box=dets["box"][keep],
+        det_kind=kind[keep],
+        det_object=det_object[keep],
+        det_iou=det_iou[keep],
+        **_objects(gts, num_gt, obj_score, counted=~difficult),
+    )
+
+
+def _best_overlaps(preds: list[ImageArrays], gts: list[ImageArrays]) -> dict[str, np.ndarray]:
+    """Every detection in image order: its ``image``, ``index``, ``label``, ``score``, ``box``,
+    and its best IoU with an object of its own class (``same_iou``, ``same_idx``) and of another
+    class (``other_iou``, ``other_idx``), ``-1`` where its image has no such object."""
+    kinds = {"image": np.int64, "index": np.int64, "same_iou": np.float64}
+    kinds.update({"same_idx": np.int64, "other_iou": np.float64, "other_idx": np.int64})
+    columns = {k: [np.zeros(0, dtype)] for k, dtype in kinds.items()}
     for i, (p, g) in enumerate(zip(preds, gts, strict=True)):
         d = len(p.boxes)
         columns["image"].append(np.full(d, i))
         columns["index"].append(np.arange(d))
-        iou = _iou_numpy(p.boxes, g.boxes) if d and len(g.boxes) else np.zeros((d, 0))  # (D, G)
+        iou = iou_numpy(p.boxes, g.boxes) if d and len(g.boxes) else np.zeros((d, 0))  # (D, G)
         same = p.labels[:, None] == g.labels[None, :]  # (D, G)
         for side, mask in (("same", same), ("other", ~same)):
             best, col = _best_where(iou, mask) if iou.size else (np.full(d, -1.0),) * 2
             columns[f"{side}_iou"].append(best)
             columns[f"{side}_idx"].append(col.astype(np.int64))
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
-    labels = np.concatenate([np.zeros(0, np.int64)] + [p.labels for p in preds])
-    scores = np.concatenate([np.zeros(0)] + [p.scores for p in preds])
-    boxes = np.concatenate([np.zeros((0, 4))] + [p.boxes for p in preds])
-    difficult = np.concatenate(
-        [np.zeros(0, bool)]
-        + [g.difficult if g.difficult is not None else np.zeros(len(g.boxes), bool) for g in gts]
-    )  # (all objects,) flat
+    columns["label"] = [np.zeros(0, np.int64)] + [p.labels for p in preds]
+    columns["score"] = [np.zeros(0)] + [p.scores for p in preds]
+    columns["box"] = [np.zeros((0, 4))] + [p.boxes for p in preds]
+    return {k: np.concatenate(v) for k, v in columns.items()}
 
-    order = np.argsort(-scores, kind="stable")  # falling score; ties keep image order
-    image, index = cat["image"][order].astype(np.int64), cat["index"][order].astype(np.int64)
-    labels, scores, boxes = labels[order], scores[order], boxes[order]
-    same_iou, same_idx = cat["same_iou"][order], cat["same_idx"][order].astype(np.int64)
-    other_iou, other_idx = cat["other_iou"][order], cat["other_idx"][order].astype(np.int64)
 
+def _judge(
+    dets: dict[str, np.ndarray],
+    flat: np.ndarray,
+    difficult: np.ndarray,
+    iou_threshold: float,
+    background_iou: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hoiem et al.'s tests on detections in falling score order (``flat``: each one's
+    same-class best object, flat over the images). Returns each one's kind ``(D,)``, whether it
+    reaches a difficult object ``(D,)`` (left out), and the indices of the correct detections,
+    the first claim on each object."""
+    same_iou, other_iou = dets["same_iou"], dets["other_iou"]
     hit = same_iou >= iou_threshold
-    flat = first_gt[image] + same_idx  # flat object index of the same-class best match
     on_difficult = np.zeros_like(hit)  # (D,) reaches a difficult object: left out
     if len(difficult):
         on_difficult = hit & difficult[np.where(hit, flat, 0)]
-    kind = np.full(len(scores), BACKGROUND, dtype=np.int64)
+    kind = np.full(len(same_iou), BACKGROUND, dtype=np.int64)
     kind[(~hit) & (other_iou >= background_iou)] = CONFUSION
     kind[(~hit) & (same_iou >= background_iou)] = LOCALISATION  # Loc is tested before Sim/Oth
     claims = np.flatnonzero(hit & ~on_difficult)  # in falling score order
     kind[claims] = DUPLICATE
     _, first = np.unique(flat[claims], return_index=True)  # the first claim on each object
     kind[claims[first]] = CORRECT
-
-    obj_score = np.zeros(len(difficult))  # (all objects,) flat
-    obj_score[flat[claims[first]]] = scores[claims[first]]
-    det_object = np.where(kind == CONFUSION, other_idx, same_idx)
-    det_object[kind == BACKGROUND] = -1
-    det_iou = np.where(kind == CONFUSION, other_iou, same_iou)
-    det_iou[kind == BACKGROUND] = np.maximum(np.maximum(same_iou, other_iou), 0.0)[
-        kind == BACKGROUND
-    ]
-    keep = ~on_difficult
-    counted = ~difficult
-    return Diagnosis(
-        class_names=list(class_names),
-        iou_threshold=iou_threshold,
-        background_iou=background_iou,
-        det_image=image[keep],
-        det_index=index[keep],
-        det_label=labels[keep],
-        det_score=scores[keep],
-        det_box=boxes[keep],
-        det_kind=kind[keep],
-        det_object=det_object[keep],
-        det_iou=det_iou[keep],
-        obj_image=np.repeat(np.arange(len(gts)), num_gt)[counted],
-        obj_index=np.concatenate([np.zeros(0, np.int64)] + [np.arange(n) for n in num_gt])[counted],
-        obj_label=np.concatenate([np.zeros(0, np.int64)] + [g.labels for g in gts])[counted],
-        obj_box=np.concatenate([np.zeros((0, 4))] + [g.boxes for g in gts])[counted],
-        obj_score=obj_score[counted],
-    )
+    return kind, on_difficult, claims[first]
 
 
-# -- 3. Confusion between classes --------------------------------------------------------------
+def _judged_against(kind: np.ndarray, dets: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The object each detection is judged against (a confusion: the other class's; -1 for
+    background) and the IoU with it (background: the best IoU with any object, at least 0)."""
+    confused, background = kind == CONFUSION, kind == BACKGROUND
+    det_object = np.where(confused, dets["other_idx"], dets["same_idx"])
+    det_object[background] = -1
+    det_iou = np.where(confused, dets["other_iou"], dets["same_iou"])
+    best_any = np.maximum(np.maximum(dets["same_iou"], dets["other_iou"]), 0.0)
+    det_iou[background] = best_any[background]
+    return det_object, det_iou
+
+
+def _objects(
+    gts: list[ImageArrays], num_gt: np.ndarray, obj_score: np.ndarray, counted: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The :class:`Diagnosis` fields ``obj_*`` of the ``counted`` objects (flat over images)."""
+    index = np.concatenate([np.zeros(0, np.int64)] + [np.arange(n) for n in num_gt])  # in image
+    return {
+        "obj_image": np.repeat(np.arange(len(gts)), num_gt)[counted],
+        "obj_index": index[counted],
+        "obj_label": np.concatenate([np.zeros(0, np.int64)] + [g.labels for g in gts])[counted],
+        "obj_box": np.concatenate([np.zeros((0, 4))] + [g.boxes for g in gts])[counted],
+        "obj_score": obj_score[counted],
+    }
+
+
+# -- 3. Recall by object size (SSD Fig. 4) -----------------------------------------------------
+
+
+def share_by_size(
+    sizes: np.ndarray, flags: np.ndarray, edges: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Objects per size bin and the share of them whose ``flag`` is set: recall by size when the
+    flag is "found", default-box coverage when it is "a default box reaches IoU 0.5".
+
+    Bin ``i`` holds sizes in ``[edges[i], edges[i + 1])``; the last bin also holds sizes at or
+    above its upper edge (an object as large as the image counts), and sizes below ``edges[0]``
+    count nowhere. The edges are in the unit of the sizes: :data:`SIZE_EDGES_PX` for pixels,
+    :data:`RECALL_SIZE_EDGES` or :data:`COVERAGE_SIZE_EDGES` for fractions of the image side.
+
+    Args:
+        sizes: ``(N,)`` object sizes, e.g. √(w·h).
+        flags: ``(N,)`` bool, one per object.
+        edges: ``S + 1`` increasing numbers (the last may be ``math.inf``).
+
+    Returns:
+        ``(counts (S,) int64, share (S,) float64)``, the share nan where a bin is empty.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"edges must be at least 2 increasing numbers, got {edges.tolist()}")
+    sizes, flags = np.asarray(sizes, dtype=np.float64), np.asarray(flags, dtype=bool)
+    if sizes.shape != flags.shape or sizes.ndim != 1:
+        raise ValueError(
+            f"need sizes and flags of one shape (N,), got {sizes.shape}, {flags.shape}"
+        )
+    num_bins = len(edges) - 1
+    bins = np.minimum(np.digitize(sizes, edges) - 1, num_bins - 1)  # (N,) -1: below every bin
+    inside = bins >= 0
+    counts = np.bincount(bins[inside], minlength=num_bins)
+    hits = np.bincount(bins[inside], weights=flags[inside].astype(float), minlength=num_bins)
+    share = np.full(num_bins, np.nan)
+    share[counts > 0] = hits[counts > 0] / counts[counts > 0]
+    return counts, share
+
+
+# -- 4. Confusion between classes --------------------------------------------------------------
 
 
 def confusion_matrix(
@@ -335,14 +399,14 @@ def confusion_matrix(
             f"need score_threshold in [0, 1] and iou_threshold in (0, 1], got "
             f"{score_threshold}, {iou_threshold}"
         )
-    preds, gts = _read_inputs(predictions, targets)
-    _class_ids(preds, gts, ["background"] * num_classes)
+    preds, gts = read_inputs(predictions, targets)
+    evaluated_classes(preds, gts, ["background"] * num_classes)
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     for p, g in zip(preds, gts, strict=True):
         keep = p.scores >= score_threshold
         boxes, labels, scores = p.boxes[keep], p.labels[keep], p.scores[keep]
         difficult = g.difficult if g.difficult is not None else np.zeros(len(g.boxes), bool)
-        iou = _iou_numpy(boxes, g.boxes) if len(boxes) and len(g.boxes) else np.zeros((0, 0))
+        iou = iou_numpy(boxes, g.boxes) if len(boxes) and len(g.boxes) else np.zeros((0, 0))
         det, obj = np.nonzero(iou >= iou_threshold)  # candidate pairs
         # highest IoU first; ties: higher score, then lower detection and object indices
         order = np.lexsort((obj, det, -scores[det], -iou[det, obj]))
@@ -368,148 +432,3 @@ def most_confused(matrix: np.ndarray, class_names: Sequence[str]) -> tuple[str, 
         return "", "", 0
     r, c = np.unravel_index(int(inner.argmax()), inner.shape)  # first in row-major order on ties
     return class_names[r + 1], class_names[c + 1], int(inner[r, c])
-
-
-# -- 4. Inference speed ------------------------------------------------------------------------
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-INFERENCE_WARMUP = 3  # untimed calls first: memory allocation, cuDNN's kernel choice
-INFERENCE_REPEATS = 10  # timed calls per batch size; the median ignores a few slow ones
-
-
-@dataclass
-class InferenceTiming:
-    """Median times of one batch, on one device, at one precision."""
-
-    batch_size: int
-    device: str
-    precision: str  # "fp32", "bf16" or "fp16" (autocast around the network)
-    network_ms: float  # the forward pass: images (B, 3, S, S) -> loc, conf
-    postprocess_ms: float  # decode + per-class NMS + top-k (ssdlib.fast.postprocess)
-    total_ms: float  # both, timed together: what one call of model.detect costs, per batch
-
-    @property
-    def images_per_s(self) -> float:
-        return self.batch_size / (self.total_ms / 1000)
-
-    @property
-    def ms_per_image(self) -> float:
-        return self.total_ms / self.batch_size
-
-    def __repr__(self) -> str:
-        return (
-            f"InferenceTiming(batch {self.batch_size}, {self.device}, {self.precision}: "
-            f"{self.total_ms:.1f} ms per batch = network {self.network_ms:.1f} + "
-            f"postprocess {self.postprocess_ms:.1f}; {self.images_per_s:.1f} images/s)"
-        )
-
-
-def _synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that the clock measures it (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type != "cpu":  # mps, xpu ...
-        torch.accelerator.synchronize(device)
-
-
-def _timing_batch(
-    images: Tensor | None, batch_size: int, size: int, device: torch.device, seed: int
-) -> Tensor:
-    if images is None:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.rand(batch_size, 3, size, size, generator=generator).to(device)
-    index = torch.arange(batch_size) % len(images)  # cycle through the given images
-    return images[index].to(device)
-
-
-def measure_inference(
-    model: Any,
-    batch_sizes: Sequence[int] = (1, 32),
-    device: torch.device | str | None = None,
-    images: Tensor | None = None,
-    precision: str = "fp32",
-    repeats: int = INFERENCE_REPEATS,
-    warmup: int = INFERENCE_WARMUP,
-    score_threshold: float = SCORE_THRESHOLD,
-    iou_threshold: float = NMS_IOU_THRESHOLD,
-    top_k: int = TOP_K,
-    seed: int = 0,
-) -> list[InferenceTiming]:
-    """Time the network and the post-processing per batch size (SSD §3.7, Table 7).
-
-    Each call runs the forward pass (in inference mode, under autocast for bf16/fp16), waits
-    for the device, runs :func:`ssdlib.fast.postprocess` with the paper's settings and waits
-    again; the median of ``repeats`` calls is reported, after ``warmup`` untimed ones. Images
-    are already ``S × S`` on the device: resizing and copying are not timed. The NMS time
-    depends on how many boxes pass ``score_threshold``, so real images (``images``) give a
-    truer number than the default random ones.
-
-    Args:
-        model: an :class:`ssdlib.model.SSD`. Its train/eval mode is restored afterwards.
-        batch_sizes: images per call, e.g. ``(1, 32)``: latency and throughput.
-        device: where to run; moves the model there (None: where the model is).
-        images: optional ``(M, 3, S, S)`` in [0, 1]; batches cycle through them.
-        precision: "fp32", "bf16" or "fp16" (fp16 needs CUDA).
-        repeats, warmup: timed and untimed calls per batch size.
-        score_threshold, iou_threshold, top_k: the post-processing's (paper: 0.01, 0.45, 200).
-        seed: of the random images.
-
-    Returns:
-        One :class:`InferenceTiming` per batch size, in the given order.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    if len(batch_sizes) == 0 or any(int(b) != b or b < 1 for b in batch_sizes):
-        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    if device is not None:
-        model.to(device)
-    device = model.priors.device
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision 'fp16' needs CUDA, the model is on {device}; try 'bf16'")
-    size = model.cfg.image_size
-    if images is not None and (
-        images.dim() != 4 or images.shape[1:] != (3, size, size) or len(images) == 0
-    ):
-        raise ValueError(
-            f"images must be (M, 3, {size}, {size}) for {model.cfg.name}, got "
-            f"{tuple(images.shape)}; resize them with eval_transform({size})"
-        )
-    dtype = PRECISIONS[precision]
-    channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
-    was_training = model.training
-    model.eval()
-    timings = []
-    try:
-        for batch_size in batch_sizes:
-            batch = _timing_batch(images, int(batch_size), size, device, seed)
-            if channels_last:  # as the model's weights: no layout change inside the convs
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            samples: list[tuple[float, float]] = []
-            for call in range(warmup + repeats):
-                with torch.inference_mode():
-                    _synchronize(device)
-                    start = time.perf_counter()
-                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                        loc, conf = model(batch)  # (B, P, 4), (B, P, K)
-                    _synchronize(device)
-                    middle = time.perf_counter()
-                    fast.postprocess(loc, conf, model.priors, score_threshold, iou_threshold, top_k)
-                    _synchronize(device)
-                    end = time.perf_counter()
-                if call >= warmup:
-                    samples.append((middle - start, end - middle))
-            timings.append(
-                InferenceTiming(
-                    batch_size=int(batch_size),
-                    device=str(device),
-                    precision=precision,
-                    network_ms=1000 * statistics.median(s[0] for s in samples),
-                    postprocess_ms=1000 * statistics.median(s[1] for s in samples),
-                    total_ms=1000 * statistics.median(s[0] + s[1] for s in samples),
-                )
-            )
-    finally:
-        model.train(was_training)
-    return timings

@@ -14,14 +14,13 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ssdlib.evaluate import (
-    COCO_STAT_NAMES,
+from ssdlib.coco_metric import COCO_STAT_NAMES, coco_map
+from ssdlib.evaluate import evaluate
+from ssdlib.voc_metric import (
     FALSE_POSITIVE,
     IGNORED,
     TRUE_POSITIVE,
     average_precision,
-    coco_map,
-    evaluate,
     precision_recall,
     voc_map,
     voc_match,

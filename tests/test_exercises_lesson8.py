@@ -13,7 +13,7 @@ import torch
 
 from ssdlib import report
 from ssdlib.exercises import EXERCISES
-from ssdlib.report import InferenceTiming
+from ssdlib.speed import InferenceTiming
 from tests.exercise_checks import assert_exercise
 
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "08_train_and_evaluate.ipynb"

@@ -26,6 +26,23 @@ def test_second_call_reads_the_cache(tmp_path):
     assert second["result"] == {"map": 1.5}
 
 
+def test_fresh_and_cached_records_keep_the_runs_key_order(tmp_path):
+    """A result's dicts come back in the order the run made them (e.g. AP per class in class
+    order), whether the run just happened or was read from disk."""
+
+    def run(classes):
+        return {"ap50_per_class": {name: 0.5 for name in classes}, "tuple": (1, 2)}
+
+    config = {"classes": ["square", "circle", "bar"]}
+    fresh = ex.cached_experiment("order", run, config, cache_dir=tmp_path)
+    cached = ex.cached_experiment("order", run, config, cache_dir=tmp_path)
+    assert not fresh["cached"] and cached["cached"]
+    for record in (fresh, cached):
+        assert list(record["result"]["ap50_per_class"]) == ["square", "circle", "bar"]
+        assert record["result"]["tuple"] == [1, 2]  # JSON's list, fresh or not
+    assert {**fresh, "cached": True} == cached
+
+
 def test_a_changed_config_runs_again(tmp_path):
     run, calls = counting_run()
     ex.cached_experiment("demo", run, {"steps": 3, "lr": 0.5}, cache_dir=tmp_path)
@@ -42,8 +59,9 @@ def test_changed_code_runs_again(tmp_path, monkeypatch):
 
 
 def test_a_record_is_written_whole_with_the_usual_file_mode(tmp_path):
-    """The cache file is written atomically (no temp left) in the format it always had, and
-    readable by others as any file is (the umask's mode, not a temporary file's 0600)."""
+    """The cache file is written atomically (no temp left), indented JSON in the record's key
+    order, and readable by others as any file is (the umask's mode, not a temporary file's
+    0600)."""
     import os
 
     run, _ = counting_run()
@@ -54,7 +72,7 @@ def test_a_record_is_written_whole_with_the_usual_file_mode(tmp_path):
         os.umask(old)
     stored = {k: v for k, v in record.items() if k != "cached"}
     path = tmp_path / "demo.json"
-    assert path.read_text() == json.dumps(stored, indent=1, sort_keys=True) + "\n"
+    assert path.read_text() == json.dumps(stored, indent=1) + "\n"
     assert path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["demo.json"]
 
@@ -72,11 +90,12 @@ def test_code_hash_sees_every_source_file(tmp_path):
 def test_code_hash_ignores_the_figures_and_the_command_line(tmp_path):
     (tmp_path / "train.py").write_text("x = 1\n")
     before = ex.code_hash(tmp_path)
-    (tmp_path / "viz.py").write_text("def plot(): ...\n")
+    (tmp_path / "viz").mkdir()
+    (tmp_path / "viz" / "loss.py").write_text("def plot(): ...\n")  # the whole viz/ package
     (tmp_path / "cli.py").write_text("def main(): ...\n")
     assert ex.code_hash(tmp_path) == before
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "viz.py").write_text("z = 3\n")  # only the package's own viz.py is left out
+    (tmp_path / "sub" / "viz").mkdir(parents=True)
+    (tmp_path / "sub" / "viz" / "loss.py").write_text("z = 3\n")  # only the package's own viz/
     assert ex.code_hash(tmp_path) != before
 
 

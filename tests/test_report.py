@@ -20,10 +20,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssdlib import report, viz_report
-from ssdlib.evaluate import IGNORED, TRUE_POSITIVE, coco_map, precision_recall, voc_match
-from ssdlib.model import build_ssd
-from ssdlib.priors import config_from_scales
+from ssdlib import report
+from ssdlib.coco_metric import coco_map
 from ssdlib.report import (
     BACKGROUND,
     CONFUSION,
@@ -34,9 +32,11 @@ from ssdlib.report import (
     coco_summary,
     confusion_matrix,
     diagnose,
-    measure_inference,
     most_confused,
+    share_by_size,
 )
+from ssdlib.viz import report as viz_report
+from ssdlib.voc_metric import IGNORED, TRUE_POSITIVE, precision_recall, voc_match
 
 NAMES = ["background", "circle", "square", "star"]
 
@@ -242,6 +242,19 @@ def test_recall_by_size_literal():
     np.testing.assert_allclose(recall, [0.5, 0.0, 0.0, np.nan, np.nan, 1.0])
     counts, recall = d.recall_by_size(0.2, edges=[0, 16, 1000])
     assert counts.tolist() == [2, 4] and recall.tolist() == [0.5, 0.5]
+
+
+def test_share_by_size_literal():
+    """The one binning by size: ``[lo, hi)`` bins, the last one open above, nan where empty."""
+    sizes = np.array([0.0, 0.05, 0.1, 0.5, 1.0, 2.0])
+    flags = np.array([True, False, True, True, False, True])
+    counts, share = share_by_size(sizes, flags, (0, 0.1, 0.5, 1.0))
+    assert counts.tolist() == [2, 1, 3]  # 1.0 and 2.0, at or past the last edge: the last bin
+    np.testing.assert_allclose(share, [0.5, 1.0, 2 / 3])
+    counts, share = share_by_size(np.array([-1.0]), np.array([True]), (0, 1))
+    assert counts.tolist() == [0] and np.isnan(share).all()  # below the first edge: nowhere
+    with pytest.raises(ValueError, match="one shape"):
+        share_by_size(np.zeros(2), np.zeros(3, bool), (0, 1))
 
 
 # -- diagnose: against a pure-Python loop and against voc_match ---------------------------------
@@ -534,46 +547,3 @@ def test_plot_confusion():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["missed", "circle", "square"]
     with pytest.raises(ValueError, match=r"\(4, 4\) matrix"):
         viz_report.plot_confusion(m, NAMES)
-
-
-# -- inference speed ---------------------------------------------------------------------------
-
-SMALL = config_from_scales(0.2, 0.9, ((2,),) * 4, (8, 4, 2, 1), 64, name="SMALL")
-
-
-def small_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_ssd(SMALL, 3, width=0.125, batch_norm=True)
-
-
-def test_measure_inference(device):
-    model = small_model().to(device).train()
-    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    timings = measure_inference(model, (1, 3), device, repeats=2, warmup=1)
-    assert [t.batch_size for t in timings] == [1, 3]
-    for t in timings:
-        assert t.device == str(device) and t.precision == "fp32"
-        assert t.network_ms > 0 and t.postprocess_ms > 0 and t.total_ms > 0
-        assert t.images_per_s == pytest.approx(t.batch_size * 1000 / t.total_ms)
-        assert t.ms_per_image == pytest.approx(t.total_ms / t.batch_size)
-        assert "images/s" in repr(t)
-    assert model.training  # the mode is restored
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # batch-norm stats untouched
-    images = torch.rand(2, 3, 64, 64)
-    (t,) = measure_inference(model, (5,), images=images, repeats=1, warmup=0, precision="bf16")
-    assert t.batch_size == 5 and t.precision == "bf16"
-
-
-def test_measure_inference_rejects_bad_input():
-    model = small_model()
-    with pytest.raises(ValueError, match="precision must be one of"):
-        measure_inference(model, precision="int8")
-    with pytest.raises(ValueError, match="fp16' needs CUDA"):
-        measure_inference(model, precision="fp16", device="cpu")
-    with pytest.raises(ValueError, match="positive integers"):
-        measure_inference(model, (0, 4))
-    with pytest.raises(ValueError, match="repeats >= 1"):
-        measure_inference(model, (1,), repeats=0)
-    with pytest.raises(ValueError, match=r"images must be \(M, 3, 64, 64\) for SMALL"):
-        measure_inference(model, (1,), images=torch.rand(2, 3, 32, 32))

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..experiments import count_macs
 from ..priors import PriorConfig, with_scales
+from ..speed import count_macs
 from . import solution
 
 COCO_S_MIN = 0.15  # the smallest scale of the paper's COCO model (§3.4), exercise 5's variant

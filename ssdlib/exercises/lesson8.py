@@ -9,8 +9,10 @@ import torch
 from torch import Tensor
 
 from ..boxes import box_iou
-from ..evaluate import coco_map, precision_recall
-from ..report import Diagnosis, InferenceTiming
+from ..coco_metric import coco_map
+from ..report import Diagnosis
+from ..speed import InferenceTiming
+from ..voc_metric import precision_recall
 from . import solution
 
 SMALL_PX = 32  # COCO's "small": under 32 × 32 pixels
