@@ -19,6 +19,8 @@ from .utils import default_device
 
 @dataclass
 class Dist:
+    """This process's place in the run: its rank among ``world_size`` processes, its device."""
+
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -52,9 +54,19 @@ def setup_distributed(device: torch.device | str | None) -> Dist:
 
 
 def all_reduce_sum(t: Tensor, d: Dist) -> Tensor:
+    """``t`` summed over the processes, in place (``t`` itself in a single process)."""
     if d.world_size > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_reduce_max(value: float, d: Dist) -> float:
+    """The largest ``value`` of all processes (``value`` itself in a single process)."""
+    if d.world_size > 1:
+        t = torch.tensor(value, dtype=torch.float64, device=d.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        value = float(t)
+    return value
 
 
 # -- the random generators, for exact resume ------------------------------------------------
@@ -87,9 +99,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def all_reduce_max(value: float, d: Dist) -> float:
-    t = torch.tensor(value, dtype=torch.float64, device=d.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t)

@@ -25,8 +25,8 @@ from torch import Tensor
 from torchvision.ops import nms as tv_nms
 
 from . import loss as readable_loss
-from .boxes import VARIANCES, _check_boxes, clip_boxes, cxcywh_to_xyxy, decode, encode
-from .loss import _check_label_range, _check_loss_inputs
+from .boxes import VARIANCES, _check_box_pairs, clip_boxes, cxcywh_to_xyxy, decode, encode
+from .loss import _check_loss_inputs
 from .matching import IOU_THRESHOLD, _check_priors, _check_threshold, stack_targets
 from .nms import (
     CANDIDATES_PER_CLASS,
@@ -49,13 +49,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Same arguments and result (bit for bit). Used by :func:`assign_targets`; no row of its own
     (the ``cpu-targets-loss`` row times it).
     """
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
-    if boxes1.dim() != boxes2.dim() or boxes1.shape[:-2] != boxes2.shape[:-2]:
-        raise ValueError(
-            f"boxes1 and boxes2 need the same leading dims, got {tuple(boxes1.shape)} "
-            f"and {tuple(boxes2.shape)}"
-        )
+    _check_box_pairs(boxes1, boxes2)
     dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
     boxes1, boxes2 = boxes1.to(dtype), boxes2.to(dtype)
     # One coordinate at a time, each copied to a contiguous vector first: an op over a strided
@@ -267,7 +261,6 @@ class MultiBoxLoss(readable_loss.MultiBoxLoss):
         normalizer: Tensor | float | None = None,
     ) -> tuple[Tensor, Tensor]:
         _check_loss_inputs(loc_pred, conf_pred, loc_targets, labels)
-        _check_label_range(labels, conf_pred.shape[-1])
         positive = labels > 0  # (B, P)
         num_pos = positive.sum(dim=1)  # (B,)
         if normalizer is None:

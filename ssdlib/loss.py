@@ -15,6 +15,9 @@ Letters: ``B`` images, ``P`` default boxes, ``K`` classes including background 0
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,9 +45,8 @@ def _check_label_range(labels: Tensor, num_classes: int) -> None:
         )
 
 
-def _check_loss_inputs(
-    loc_pred: Tensor, conf_pred: Tensor, loc_targets: Tensor, labels: Tensor
-) -> None:
+def _check_predictions(loc_pred: Tensor, conf_pred: Tensor) -> None:
+    """The network's outputs (the loss's and postprocess's): ``(B, P, 4)`` and ``(B, P, K)``."""
     if loc_pred.dim() != 3 or loc_pred.shape[-1] != 4:
         raise ValueError(f"expected loc_pred of shape (B, P, 4), got {tuple(loc_pred.shape)}")
     if conf_pred.dim() != 3 or conf_pred.shape[:2] != loc_pred.shape[:2]:
@@ -52,11 +54,19 @@ def _check_loss_inputs(
             f"expected conf_pred of shape (B, P, K) with (B, P) = {tuple(loc_pred.shape[:2])}, "
             f"got {tuple(conf_pred.shape)}"
         )
+
+
+def _check_loss_inputs(
+    loc_pred: Tensor, conf_pred: Tensor, loc_targets: Tensor, labels: Tensor
+) -> None:
+    """MultiBoxLoss's arguments (both tiers'), checked."""
+    _check_predictions(loc_pred, conf_pred)
     if loc_targets.shape != loc_pred.shape:
         raise ValueError(
             f"loc_targets {tuple(loc_targets.shape)} do not match loc_pred {tuple(loc_pred.shape)}"
         )
     _check_labels(labels, loc_pred.shape[1])
+    _check_label_range(labels, conf_pred.shape[-1])
 
 
 def hard_negative_mining(
@@ -146,7 +156,6 @@ class MultiBoxLoss(nn.Module):
             ``(loc_loss, conf_loss)``, scalars: ``alpha · L_loc / N`` and ``L_conf / N``.
         """
         _check_loss_inputs(loc_pred, conf_pred, loc_targets, labels)
-        _check_label_range(labels, conf_pred.shape[-1])
         positive = labels > 0  # (B, P)
         if normalizer is None:
             normalizer = positive.sum().clamp(min=1).to(torch.float32)  # N (1 when there are none)
@@ -165,3 +174,83 @@ class MultiBoxLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"neg_pos_ratio={self.neg_pos_ratio}, alpha={self.alpha}"
+
+
+# -- Reading the mining: what the figures of lesson 4 draw -----------------------------------------
+# Counts and loss shares of hard negative mining, per image (MiningReport) and for any weighting
+# of the negatives (cumulative_loss_share); the figures are in ssdlib.viz.loss.
+
+
+@dataclass
+class MiningReport:
+    """The numbers behind one image's hard negative mining (what the figures draw)."""
+
+    positives: int  # matched default boxes
+    negatives: int  # all the others: background
+    mined: int  # negatives that enter the confidence loss
+    negative_loss: float  # Σ -log p_0 over all negatives
+    mined_loss: float  # Σ -log p_0 over the mined ones
+
+    @property
+    def mined_share(self) -> float:
+        """Share of all negatives' confidence loss that the mined ones carry."""
+        return self.mined_loss / self.negative_loss if self.negative_loss > 0 else float("nan")
+
+
+def mining_report(bg_loss: Tensor, labels: Tensor, chosen: Tensor) -> MiningReport:
+    """Count positives, negatives and mined negatives of one image, and their loss.
+
+    Args:
+        bg_loss: ``(P,)`` each default box's loss as a negative, ``-log p_0``
+            (:func:`ssdlib.loss.background_loss`).
+        labels: ``(P,)`` long, 0 = background.
+        chosen: ``(P,)`` bool, from :func:`ssdlib.loss.hard_negative_mining`.
+    """
+    bg_loss, labels, chosen = (torch.as_tensor(t).detach().cpu() for t in (bg_loss, labels, chosen))
+    if not bg_loss.shape == labels.shape == chosen.shape or bg_loss.dim() != 1:
+        raise ValueError(
+            f"expected bg_loss, labels and chosen of one shape (P,), got {tuple(bg_loss.shape)}, "
+            f"{tuple(labels.shape)}, {tuple(chosen.shape)}"
+        )
+    negative = labels == 0
+    mined = negative & chosen
+    return MiningReport(
+        positives=int((~negative).sum()),
+        negatives=int(negative.sum()),
+        mined=int(mined.sum()),
+        negative_loss=float(bg_loss[negative].double().sum()),
+        mined_loss=float(bg_loss[mined].double().sum()),
+    )
+
+
+def cumulative_loss_share(bg_loss: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
+    """How a weighted confidence loss spreads over the negatives: the share of it that the ``n``
+    hardest negatives carry, for every ``n``.
+
+    The negatives of all the images given are ranked by ``-log p_0``, hardest first; each
+    contributes ``weight × (-log p_0)``: a weight of 1 is plain cross-entropy, the mining mask
+    (1 for a mined negative, 0 otherwise) is hard negative mining, ``(1 - p_0)^γ`` is focal loss.
+
+    Args:
+        bg_loss: ``(B, P)`` or ``(P,)``, ``-log p_0`` of each box.
+        labels: same shape, long, 0 = background.
+        weight: same shape, each box's weight (>= 0).
+
+    Returns:
+        ``(N,)`` float64 over the ``N`` negatives, non-decreasing, ending at 1 (all nan when the
+        weighted loss is 0).
+    """
+    bg_loss, labels, weight = (torch.as_tensor(t).detach().cpu() for t in (bg_loss, labels, weight))
+    if not bg_loss.shape == labels.shape == weight.shape:
+        raise ValueError(
+            f"expected bg_loss, labels and weight of one shape, got {tuple(bg_loss.shape)}, "
+            f"{tuple(labels.shape)}, {tuple(weight.shape)}"
+        )
+    if bool((weight < 0).any()):
+        raise ValueError(f"weights must be >= 0, got a minimum of {float(weight.min())}")
+    negative = labels == 0
+    loss = bg_loss[negative].double()  # (N,)
+    order = loss.argsort(descending=True, stable=True)
+    weighted = (weight[negative].double() * loss)[order]
+    total = weighted.sum()
+    return weighted.cumsum(0) / total if total > 0 else torch.full_like(weighted, math.nan)

@@ -2,21 +2,14 @@
 
 "The SSD approach is based on a feed-forward convolutional network that produces a fixed-size
 collection of bounding boxes and scores for the presence of object class instances in those
-boxes, followed by a non-maximum suppression step" (§2.1). The network has three parts, built
-here in that order:
+boxes, followed by a non-maximum suppression step" (§2.1). The network has three parts:
 
-The first two parts are in :mod:`ssdlib.backbone`.
-
-1. **Base network**: VGG16 up to fc7, "truncated before any classification layers". As §3 says,
-   fc6 and fc7 become convolutions, pool5 changes "from 2×2-s2 to 3×3-s1", and fc6 uses the
-   "à trous" (dilated) convolution to keep its field of view. conv4_3's features are
-   L2-normalised per location and rescaled by a learned per-channel scale (§3.1).
-2. **Extra feature layers** "to the end of the truncated base network. These layers decrease in
-   size progressively and allow predictions of detections at multiple scales": each is a 1×1
-   convolution that reduces the channels, then a 3×3 one that shrinks the map.
-3. **Convolutional predictors**: on every source map (conv4_3, fc7 and each extra layer's output)
-   one 3×3 convolution predicts 4 box offsets and another K class scores for each of the A
-   default boxes of every cell.
+1. **Base network**: VGG16 up to fc7, conv4_3 L2-normalised, and
+2. **Extra feature layers** that shrink the map for predictions at several scales: both in
+   :mod:`ssdlib.backbone`, whose docstring quotes the paper on each;
+3. **Convolutional predictors**, here: on every source map (conv4_3, fc7 and each extra
+   layer's output) one 3×3 convolution predicts 4 box offsets and another K class scores for
+   each of the A default boxes of every cell.
 
 Outputs line up one-to-one with :func:`ssdlib.priors.default_boxes`: layer, then cell row-major
 (y, then x), then box within the cell. Letters: ``B`` images, ``P`` default boxes, ``K`` classes

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from .boxes import VARIANCES, box_iou, clip_boxes, decode
+from .boxes import VARIANCES, _as_boxes, box_iou, clip_boxes, decode, unit_to_pixels
+from .loss import _check_predictions
 
 SCORE_THRESHOLD = 0.01  # "a confidence threshold of 0.01" (SSD §3)
 NMS_IOU_THRESHOLD = 0.45  # "nms with jaccard overlap of 0.45 per class" (SSD §3)
@@ -96,13 +97,7 @@ def nms_steps(
 
 
 def _check_outputs(loc_pred: Tensor, conf_pred: Tensor, priors: Tensor) -> None:
-    if loc_pred.dim() != 3 or loc_pred.shape[-1] != 4:
-        raise ValueError(f"expected loc_pred of shape (B, P, 4), got {tuple(loc_pred.shape)}")
-    if conf_pred.dim() != 3 or conf_pred.shape[:2] != loc_pred.shape[:2]:
-        raise ValueError(
-            f"expected conf_pred of shape (B, P, K) with (B, P) = {tuple(loc_pred.shape[:2])}, "
-            f"got {tuple(conf_pred.shape)}"
-        )
+    _check_predictions(loc_pred, conf_pred)
     if conf_pred.shape[-1] < 2:
         raise ValueError(f"need K >= 2 classes (background + one), got {conf_pred.shape[-1]}")
     if priors.shape != (loc_pred.shape[1], 4):
@@ -119,7 +114,7 @@ def _check_outputs(loc_pred: Tensor, conf_pred: Tensor, priors: Tensor) -> None:
 def _to_pixels(det: dict[str, Tensor], image_size: tuple[int, int] | None) -> dict[str, Tensor]:
     if image_size is not None:
         h, w = image_size
-        det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w, h, w, h])
+        det["boxes"] = unit_to_pixels(det["boxes"], w, h)
     return det
 
 
@@ -215,3 +210,62 @@ def postprocess(
             det = {"boxes": boxes[i, box[keep]], "scores": s[keep], "labels": cls[keep]}
             detections.append(_to_pixels(det, size))
     return detections
+
+
+# -- Candidates for the lesson: detections made from the ground truth ------------------------------
+# Lesson 5 runs NMS on boxes that look like a detector's raw output without needing a network.
+
+JITTER_SCALE = 0.08  # box jitter as a fraction of the box size: overlaps mostly above 0.45
+DECOY_SCORE_MAX = 0.5  # boxes placed away from any object score below this
+
+
+def jittered_detections(
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    per_object: int = 8,
+    num_decoys: int = 4,
+    jitter: float = JITTER_SCALE,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Candidate detections for the NMS lesson, made from the ground truth instead of a network.
+
+    Each object gets ``per_object`` copies whose corners move by a Gaussian of standard deviation
+    ``jitter × (w, h)``; a copy's score falls with its distance from the object (score ∝ IoU with
+    noise), as a detector's would. ``num_decoys`` random boxes with low scores are added.
+
+    Args:
+        gt_boxes: ``(G, 4)`` xyxy normalised.
+        gt_labels: ``(G,)`` long classes >= 1.
+
+    Returns:
+        boxes ``(N, 4)`` xyxy normalised and clipped, scores ``(N,)`` in (0, 1), labels ``(N,)``,
+        with ``N = G · per_object + num_decoys``.
+    """
+    gt_boxes = _as_boxes(gt_boxes, "gt_boxes")
+    gt_labels = torch.as_tensor(gt_labels, dtype=torch.long).cpu()
+    if gt_labels.shape != gt_boxes.shape[:1]:
+        raise ValueError(f"got {len(gt_boxes)} boxes but labels of shape {tuple(gt_labels.shape)}")
+    if per_object < 1 or num_decoys < 0:
+        raise ValueError(
+            f"need per_object >= 1 and num_decoys >= 0, got {per_object}, {num_decoys}"
+        )
+    if len(gt_boxes) == 0:
+        raise ValueError("need at least one ground-truth box to make detections from")
+    gen = torch.Generator().manual_seed(seed)
+    g = len(gt_boxes)
+    wh = (gt_boxes[:, 2:] - gt_boxes[:, :2]).repeat(1, 2)  # (G, 4): w, h, w, h
+    noise = torch.randn(g, per_object, 4, generator=gen) * jitter  # (G, n, 4)
+    boxes = (gt_boxes[:, None, :] + noise * wh[:, None, :]).reshape(-1, 4).clamp(0, 1)
+    iou = box_iou(boxes, gt_boxes).reshape(g, per_object, g)
+    fit = iou[torch.arange(g), :, torch.arange(g)]  # (G, n): each copy's IoU with its object
+    scores = (fit * (0.6 + 0.4 * torch.rand(g, per_object, generator=gen))).reshape(-1)
+    labels = gt_labels.repeat_interleave(per_object)
+    if num_decoys:
+        centre = torch.rand(num_decoys, 2, generator=gen) * 0.8 + 0.1
+        size = torch.rand(num_decoys, 2, generator=gen) * 0.2 + 0.05
+        decoys = torch.cat([centre - size / 2, centre + size / 2], dim=1).clamp(0, 1)
+        boxes = torch.cat([boxes, decoys])
+        scores = torch.cat([scores, torch.rand(num_decoys, generator=gen) * DECOY_SCORE_MAX])
+        pick = torch.randint(g, (num_decoys,), generator=gen)
+        labels = torch.cat([labels, gt_labels[pick]])
+    return boxes, scores.clamp(1e-3, 1 - 1e-3), labels

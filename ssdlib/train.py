@@ -8,7 +8,9 @@ One function, :func:`train`, serves the notebooks and the command line. Each ste
 2. targets for every default box at once (:func:`ssdlib.matching.assign_targets`, computed by
    its fast twin in :mod:`ssdlib.fast`);
 3. the forward pass and the MultiBox loss (:class:`ssdlib.loss.MultiBoxLoss`, fast twin too);
-4. a check that the loss is finite, then the backward pass and the optimiser step.
+4. a check that the loss is finite, then the backward pass and the optimiser step;
+5. the bookkeeping (:mod:`ssdlib.bookkeeping`): the position in the data and the budget, the
+   rows of ``metrics.csv``, validation, and the checkpoints.
 
 :class:`TrainConfig` holds every choice; :data:`PRESETS` are the named configurations. The same
 entry point runs on one device or, under ``torchrun --nproc_per_node N``, as N processes of
@@ -19,16 +21,12 @@ Letters: ``B`` images, ``P`` default boxes, ``K`` classes including background 0
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
-import signal
-import threading
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +36,22 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import fast
+from .bookkeeping import (
+    BEST,
+    LAST,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    Bookkeeping,
+    Budget,
+    DeferredInterrupts,
+    RunState,
+)
 from .checkpoint import read_training_checkpoint, save_training_checkpoint
 from .data.common import describe_dataset, holds_objects
 from .data.loader import collate
 from .data.order import RunBatches, SeededSamples, epoch_batches, epoch_order
 from .distributed import (
     Dist,
-    all_reduce_max,
     all_reduce_sum,
     rng_state,
     set_rng_state,
@@ -56,10 +63,15 @@ from .presets import CPU_TINY_PRIORS, PRESETS, TrainConfig, preset
 from .utils import seed_everything
 
 __all__ = [  # the names a run needs, re-exported from where they live
+    "BEST",
     "CPU_TINY_PRIORS",
+    "LAST",
+    "METRICS_FILE",
+    "METRIC_COLUMNS",
     "PRESETS",
     "NonFiniteLossError",
     "RunBatches",
+    "RunState",
     "SeededSamples",
     "TrainConfig",
     "TrainResult",
@@ -70,13 +82,6 @@ __all__ = [  # the names a run needs, re-exported from where they live
     "preset",
     "train",
 ]
-
-LAST, BEST = "last.pt", "best.pt"  # checkpoint names in the output directory
-METRICS_FILE = "metrics.csv"
-METRIC_COLUMNS = (
-    "step", "epoch", "loss", "loc_loss", "conf_loss", "lr", "images_per_s", "elapsed_s",
-    "val_map", "val_map_50", "val_voc07_map",
-)  # fmt: skip
 
 
 # -- the learning rate -------------------------------------------------------------------------
@@ -105,7 +110,8 @@ def match_batch(
     """Targets of a batch of ``image_size``-pixel images: pixel boxes -> normalised, then
     :func:`ssdlib.fast.assign_targets` on the priors' device. Returns ``(B, P, 4)`` offsets,
     ``(B, P)`` labels."""
-    scale = 1.0 / image_size
+    scale = 1.0 / image_size  # not boxes.pixels_to_unit: its division can differ from this
+    # product in the last bit, which would move every training number the lessons quote
     boxes = [t["boxes"].to(priors.device, priors.dtype) * scale for t in targets]  # normalised
     labels = [t["labels"].to(priors.device) for t in targets]
     return fast.assign_targets(boxes, labels, priors, iou_threshold)
@@ -155,67 +161,6 @@ def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
-class _MetricsLog:
-    """metrics.csv (rewritten from the history on resume, so it matches the checkpoint), and
-    TensorBoard when it is installed. Only the main process writes."""
-
-    def __init__(self, out_dir: Path | None, history: list[dict[str, float]], enabled: bool):
-        self.path = out_dir / METRICS_FILE if (out_dir is not None and enabled) else None
-        self.writer = None
-        if self.path is None:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as f:
-            csv.writer(f).writerow(METRIC_COLUMNS)
-            for row in history:
-                csv.writer(f).writerow([row.get(k, "") for k in METRIC_COLUMNS])
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
-        except ImportError:  # tensorboard is optional
-            self.writer = None
-
-    def write(self, row: dict[str, float]) -> None:
-        if self.path is None:
-            return
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([row.get(k, "") for k in METRIC_COLUMNS])
-        if self.writer is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch"):
-                    self.writer.add_scalar(key, value, row["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _budget(config: TrainConfig, steps_per_epoch: int) -> int | None:
-    """The number of steps the budget allows, or None for a time budget only."""
-    limits = []
-    if config.max_steps is not None:
-        limits.append(config.max_steps)
-    if config.epochs is not None:
-        limits.append(config.epochs * steps_per_epoch)
-    return min(limits) if limits else None
-
-
-@dataclass
-class RunState:
-    """Where a run stands: with the weights, optimiser, scaler and RNGs, all a resume needs."""
-
-    step: int = 0  # optimiser steps taken
-    epoch: int = 0  # the epoch in progress
-    batch_in_epoch: int = 0  # batches of this epoch consumed (a resume skips them)
-    elapsed_s: float = 0.0  # wall-clock seconds so far, across resumes (for max_minutes)
-    history: list[dict[str, float]] = field(default_factory=list)  # the rows of metrics.csv
-    loss_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loc, conf, steps
-    # since the last row: a row's losses are means over its steps
-    best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"}: best.pt
-    train_images: int = 0  # the training set's size: a resume needs the same (0: not recorded)
-
-
 class _Run:
     """The pieces of one run: network, optimiser, precision, loss, and their checkpoints."""
 
@@ -232,10 +177,10 @@ class _Run:
         wanted = config.model_config(class_names)  # the network of the config and the data
         if model is None:
             model = SSD(wanted)
-        elif dataclasses.replace(model.config, sources=None) != wanted:  # sources: its own choice
+        elif model.config != wanted:
             raise ValueError(
                 f"the model ({model!r}) does not match the config and the dataset: "
-                f"{dataclasses.replace(model.config, sources=None).difference(wanted)}"
+                f"{model.config.difference(wanted)}"
             )
         self.model = model.to(device)
         self.channels_last = config.channels_last
@@ -256,6 +201,23 @@ class _Run:
             ids = [device.index] if device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
         return torch.compile(net) if self.config.compile else net
+
+    def batch(
+        self, images: Tensor, targets: Sequence[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """A batch on the training device, and its targets matched there: ``(B, 3, S, S)``
+        images, ``(B, P, 4)`` offsets and ``(B, P)`` labels.
+
+        Matching runs in the main process, on the training device: on a CPU it is a small
+        fraction of drawing and augmenting the batch, let alone of the step, so moving it into
+        the loader's workers gains nothing measurable; on a GPU it takes well under a millisecond.
+        """
+        images = images.to(self.d.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        size, iou_threshold = self.config.priors.image_size, self.config.match_iou
+        loc_targets, labels = match_batch(targets, self.model.priors, size, iou_threshold)
+        return images, loc_targets, labels
 
     def step(self, net: nn.Module, images: Tensor, loc_targets: Tensor, labels: Tensor, lr: float):
         """One optimiser step on a batch; returns the (loc, conf) losses of the global batch.
@@ -336,7 +298,8 @@ class _Run:
             world_size=self.d.world_size,
         )
 
-    def restore(self, path: Path, class_names: list[str]) -> None:
+    def restore(self, path: Path, train_images: int) -> None:
+        """Continue the run saved at ``path``, on a training set of ``train_images`` images."""
         ckpt = read_training_checkpoint(path)
         _check_resumable(ckpt, self.config, self.model.config, path)
         self.model.load_state_dict(ckpt["state_dict"])
@@ -345,6 +308,25 @@ class _Run:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = RunState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
+        if self.state.train_images not in (0, train_images):
+            raise ValueError(
+                f"{path} was trained on {self.state.train_images} images, this training set has "
+                f"{train_images}: resume needs the same data (its order follows from the size)"
+            )
+
+    def validate(self, val_set: Dataset | None) -> dict[str, Any]:
+        """The metrics of :func:`ssdlib.evaluate.evaluate` on ``val_set`` (its first
+        ``eval_images``), from the main process; the others wait for it and get ``{}``."""
+        config, d = self.config, self.d
+        metrics: dict[str, Any] = {}
+        if val_set is not None and d.is_main:
+            subset = val_set
+            if config.eval_images is not None and config.eval_images < len(val_set):
+                subset = torch.utils.data.Subset(val_set, range(config.eval_images))
+            metrics = evaluate(self.model, subset, config.batch_size, d.device, progress=False)
+        if d.world_size > 1:
+            dist.barrier()  # the other processes wait for the main one's validation
+        return metrics
 
 
 def train(
@@ -380,7 +362,7 @@ def train(
     """
     d = setup_distributed(device)
     try:
-        with _DeferredInterrupts() as interrupts:
+        with DeferredInterrupts() as interrupts:
             return _train(
                 config, train_set, val_set, out_dir, resume, overwrite, d, progress, model,
                 interrupts,
@@ -393,135 +375,55 @@ def train(
 def _train(
     config, train_set, val_set, out_dir, resume, overwrite, d: Dist, progress, model, interrupts
 ):
-    from tqdm.auto import tqdm
-
-    steps_per_epoch, total_steps, class_names, out_dir = _check_run(
+    """:func:`train`'s run: set up (or restore), then step after step, a batch, its targets,
+    the optimiser step and the bookkeeping, until the budget is spent."""
+    budget, class_names, out_dir = _check_run(
         config, train_set, val_set, out_dir, resume, overwrite, d
     )
     run = _Run(config, class_names, model, d, out_dir)
     if resume:
-        run.restore(out_dir / LAST, class_names)
-    s = run.state  # where we are: updated in place below
-    if resume and s.train_images not in (0, len(train_set)):
-        raise ValueError(
-            f"{out_dir / LAST} was trained on {s.train_images} images, this training set has "
-            f"{len(train_set)}: resume needs the same data (its order follows from the size)"
-        )
+        run.restore(out_dir / LAST, len(train_set))
+    s = run.state  # where we are: the bookkeeping updates it in place
     s.train_images = len(train_set)
     net = run.wrap()
-    device, priors, size = d.device, run.model.priors, config.priors.image_size  # (P, 4) priors
-    # Matching runs in the main process, on the training device: on a CPU it is a small fraction
-    # of drawing and augmenting the batch, let alone of the step, so moving it into the loader's
-    # workers gains nothing measurable; on a GPU it takes well under a millisecond.
-    samples = SeededSamples(train_set, config.seed)
-    logger = _MetricsLog(out_dir, s.history, d.is_main)
-    bar = tqdm(
-        total=total_steps,
-        initial=s.step,
-        disable=not (progress and d.is_main),
-        desc=f"train {config.name}",
-        unit="step",
-    )
-
-    def budget_used(elapsed: float) -> float:
-        """The fraction of the budget used: of the steps, or of the minutes."""
-        fractions = [s.step / total_steps] if total_steps else []
-        if config.max_minutes is not None:
-            fractions.append(elapsed / (60 * config.max_minutes))
-        return max(fractions)
-
-    def stop_reason() -> str:
-        if total_steps is not None and s.step >= total_steps:
-            by_epochs = config.epochs is not None and s.step >= config.epochs * steps_per_epoch
-            return "epochs" if by_epochs else "max_steps"
-        if config.max_minutes is not None and s.elapsed_s >= 60 * config.max_minutes:
-            return "max_minutes"
-        return ""
-
-    def validate() -> dict[str, Any]:
-        metrics: dict[str, Any] = {}
-        if val_set is not None and d.is_main:
-            subset = val_set
-            if config.eval_images is not None and config.eval_images < len(val_set):
-                subset = torch.utils.data.Subset(val_set, range(config.eval_images))
-            metrics = evaluate(run.model, subset, config.batch_size, device, progress=False)
-        if d.world_size > 1:
-            dist.barrier()  # the other processes wait for the main one's validation
-        return metrics
-
-    start, elapsed_before = time.perf_counter(), s.elapsed_s
-    last_row_time, last_row_step = start, s.step
-    stopped_by = stop_reason()  # a finished run, resumed with the same budget, stays finished
+    books = Bookkeeping(run, budget, val_set, progress)
+    # A finished run, resumed with the same budget, stays finished.
+    stopped_by = budget.stop_reason(s)
     run.model.train()
-    batches = RunBatches(
-        len(train_set), config.batch_size, config.seed, s.epoch, s.batch_in_epoch, d.rank,
-        d.world_size,
-    )  # fmt: skip
-    loader = DataLoader(
-        samples,
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = _loader(train_set, config, s, d)
     if not stopped_by:
         for images, targets in loader:
-            # The batch and its targets, then one step.
-            images = images.to(device, non_blocking=True)
-            if run.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            # (B, P, 4) offsets and (B, P) labels, matched on the device
-            loc_targets, labels = match_batch(targets, priors, size, config.match_iou)
-            lr = config.lr * lr_factor(config, s.step, budget_used(s.elapsed_s))
-            loc, conf = run.step(net, images, loc_targets, labels, lr)
-
-            # Bookkeeping: position, budget, metrics, validation, checkpoints.
-            s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
-            if s.batch_in_epoch == steps_per_epoch:  # the next batch starts a new epoch
-                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
-            s.loss_sums = [s.loss_sums[0] + loc, s.loss_sums[1] + conf, s.loss_sums[2] + 1]
-            s.elapsed_s = elapsed_before + time.perf_counter() - start
-            if d.world_size > 1 and config.max_minutes is not None:  # all stop at one step
-                s.elapsed_s = all_reduce_max(s.elapsed_s, d)
-            stopped_by = stop_reason()
-            validating = bool(stopped_by) or (
-                config.eval_every > 0 and s.step % config.eval_every == 0
-            )
-            if validating:  # a validation that fails (a bad annotation) leaves the step saved
-                run.save(LAST)
-            metrics = validate() if validating else {}
-            if s.step % config.log_every == 0 or validating:
-                now = time.perf_counter()
-                speed = (
-                    (s.step - last_row_step) * config.batch_size / max(now - last_row_time, 1e-9)
-                )
-                row = _metrics_row(s, steps_per_epoch, lr, speed, metrics)
-                s.history.append(row)
-                logger.write(row)
-                s.loss_sums = [0.0, 0.0, 0.0]
-                last_row_time, last_row_step = now, s.step
-                bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{speed:.1f}")
-            bar.update(1)
-            value = metrics.get(config.best_metric, math.nan)
-            if math.isfinite(value) and value > s.best["value"]:
-                s.best = {"metric": config.best_metric, "value": value, "step": s.step}
-                run.save(BEST)
-            # At a validation step this is LAST's second write: the first, before validating,
-            # keeps the step if validation fails; this one adds its metrics and best to resume.
-            if validating or s.step % config.checkpoint_every == 0 or interrupts:
-                run.save(LAST)
+            images, loc_targets, labels = run.batch(images, targets)  # 1, 2: batch, targets
+            lr = config.lr * lr_factor(config, s.step, budget.used(s))
+            loc, conf = run.step(net, images, loc_targets, labels, lr)  # 3, 4: loss, step
+            stopped_by = books.after_step(loc, conf, lr, interrupts)  # 5: bookkeeping
             if interrupts:  # Ctrl-C: stopped after a whole step, with its checkpoint written
                 where = f"; {out_dir / LAST} holds step {s.step}" if out_dir else ""
                 raise KeyboardInterrupt(f"training interrupted{where} (resume=True continues)")
             if stopped_by:
                 break
-    bar.close()
-    logger.close()
+    books.close()
     if s.best["step"] < 0:  # no validation: best.pt holds the last weights
         s.best = {"metric": config.best_metric, "value": math.nan, "step": s.step}
         run.save(BEST)
     run.model.eval()
     return TrainResult(run.model, s.history, s.step, stopped_by, s.best, out_dir)
+
+
+def _loader(train_set: Dataset, config: TrainConfig, s: RunState, d: Dist) -> DataLoader:
+    """This process's batches from where the run stands, epoch after epoch: one DataLoader for
+    the whole run, so that its worker processes start once."""
+    batches = RunBatches(
+        len(train_set), config.batch_size, config.seed, s.epoch, s.batch_in_epoch, d.rank,
+        d.world_size,
+    )  # fmt: skip
+    return DataLoader(
+        SeededSamples(train_set, config.seed),
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        pin_memory=d.device.type == "cuda",
+    )
 
 
 def _check_run(
@@ -532,10 +434,9 @@ def _check_run(
     resume: bool,
     overwrite: bool,
     d: Dist,
-) -> tuple[int, int | None, list[str], Path | None]:
+) -> tuple[Budget, list[str], Path | None]:
     """Everything a run can refuse before its first step, and the old run's files removed if
-    ``overwrite``. Returns steps per epoch, the step budget (None: minutes only), the class
-    names and the output folder."""
+    ``overwrite``. Returns the budget, the class names and the output folder."""
     if config.batch_size % d.world_size:
         raise ValueError(
             f"batch_size {config.batch_size} does not split over {d.world_size} processes"
@@ -546,8 +447,8 @@ def _check_run(
             f"the training set has {len(train_set)} images, fewer than one batch of "
             f"{config.batch_size}"
         )
-    total_steps = _budget(config, steps_per_epoch)
-    if total_steps is None and config.max_minutes is None:
+    budget = Budget(config, steps_per_epoch)
+    if budget.total_steps is None and config.max_minutes is None:
         raise ValueError("set a budget: epochs, max_steps or max_minutes")
     class_names = list(getattr(train_set, "classes", []))
     if len(class_names) < 2:
@@ -576,59 +477,7 @@ def _check_run(
         for name in run_files:
             (out_dir / name).unlink()
 
-    return steps_per_epoch, total_steps, class_names, out_dir
-
-
-class _DeferredInterrupts:
-    """Ctrl-C during training: the first one lets the step in progress finish (the loop then
-    saves and stops), a second one stops at once. Only in the main thread, where Python
-    delivers signals; elsewhere it does nothing."""
-
-    def __init__(self) -> None:
-        self.count, self.previous = 0, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.count > 1:
-            self.close()
-            raise KeyboardInterrupt
-
-    def __bool__(self) -> bool:
-        return self.count > 0
-
-    def close(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-
-    def __enter__(self) -> _DeferredInterrupts:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _metrics_row(
-    s: RunState, steps_per_epoch: int, lr: float, speed: float, metrics: dict[str, Any]
-) -> dict[str, float]:
-    """One row of metrics.csv: losses averaged since the previous row, and validation."""
-    loc, conf, n = s.loss_sums
-    row = {
-        "step": s.step,
-        "epoch": s.epoch + s.batch_in_epoch / steps_per_epoch,
-        "loss": (loc + conf) / n,
-        "loc_loss": loc / n,
-        "conf_loss": conf / n,
-        "lr": lr,
-        "images_per_s": speed,
-        "elapsed_s": s.elapsed_s,
-    }
-    for key in ("map", "map_50", "voc07_map"):
-        if key in metrics:
-            row[f"val_{key}"] = metrics[key]
-    return row
+    return budget, class_names, out_dir
 
 
 def _check_resumable(
