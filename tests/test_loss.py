@@ -1,5 +1,7 @@
 """MultiBoxLoss and hard negative mining against torchvision's SSD.compute_loss."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,13 @@ from torchvision.models.detection import ssd300_vgg16
 
 from ssdlib import fast
 from ssdlib.boxes import cxcywh_to_xyxy
-from ssdlib.loss import MultiBoxLoss, background_loss, hard_negative_mining
+from ssdlib.loss import (
+    MultiBoxLoss,
+    background_loss,
+    cumulative_loss_share,
+    hard_negative_mining,
+    mining_report,
+)
 from ssdlib.matching import assign_targets, match
 from ssdlib.priors import SSD300_COCO, default_boxes
 
@@ -177,3 +185,40 @@ def test_labels_outside_the_classes_are_refused(MultiBoxLoss, bad):
     labels = torch.tensor([[0, 1, bad, 0]])
     with pytest.raises(ValueError, match=r"labels must be classes 0 \(background\) to 7"):
         MultiBoxLoss()(loc, conf, torch.zeros(1, 4, 4), labels)
+
+
+# -- reading the mining (lesson 4's figures) ------------------------------------------------------
+
+
+def test_mining_report_on_a_hand_made_case():
+    labels = torch.tensor([1, 0, 0, 0, 0, 0])
+    bg = torch.tensor([9.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    chosen = torch.tensor([True, True, True, False, False, False])  # 2 hardest negatives
+    r = mining_report(bg, labels, chosen)
+    assert (r.positives, r.negatives, r.mined) == (1, 5, 2)
+    assert r.mined_share == pytest.approx(7 / 10)
+    with pytest.raises(ValueError, match="one shape"):
+        mining_report(bg, labels[:3], chosen)
+
+
+def test_cumulative_loss_share_literal():
+    bg = torch.tensor([[9.0, 4.0, 3.0, 2.0, 1.0]])
+    labels = torch.tensor([[1, 0, 0, 0, 0]])  # the positive (loss 9) never counts
+    ones = torch.ones(1, 5)
+    assert cumulative_loss_share(bg, labels, ones).tolist() == pytest.approx([0.4, 0.7, 0.9, 1.0])
+    mined = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0]])  # the two hardest negatives
+    assert cumulative_loss_share(bg, labels, mined).tolist() == pytest.approx(
+        [4 / 7, 1.0, 1.0, 1.0]
+    )
+    # Ranked by loss, not by weight: a heavy weight on an easy negative comes last.
+    late = torch.tensor([[1.0, 0.0, 0.0, 0.0, 3.0]])
+    assert cumulative_loss_share(bg, labels, late).tolist() == pytest.approx([0, 0, 0, 1])
+    assert all(math.isnan(v) for v in cumulative_loss_share(bg, labels, 0 * ones).tolist())
+
+
+def test_cumulative_loss_share_rejects_bad_inputs():
+    bg, labels = torch.rand(2, 5), torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match="one shape"):
+        cumulative_loss_share(bg, labels, torch.ones(5))
+    with pytest.raises(ValueError, match=">= 0"):
+        cumulative_loss_share(bg, labels, -torch.ones(2, 5))

@@ -9,7 +9,7 @@ from torchvision.models.detection import ssd300_vgg16
 
 from ssdlib import fast
 from ssdlib.boxes import clip_boxes, cxcywh_to_xyxy, decode
-from ssdlib.nms import nms, nms_steps, postprocess
+from ssdlib.nms import jittered_detections, nms, nms_steps, postprocess
 from ssdlib.priors import SSD300_COCO, default_boxes
 
 
@@ -227,3 +227,24 @@ def reference_loops(
             }
         )
     return detections
+
+
+# -- candidates for the lesson --------------------------------------------------------------------
+
+
+def test_jittered_detections_are_seeded_clipped_and_scored_by_fit():
+    gt = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.6, 0.5, 0.95, 0.9]])
+    boxes, scores, labels = jittered_detections(gt, torch.tensor([3, 5]), 6, num_decoys=2)
+    assert boxes.shape == (14, 4) and scores.shape == (14,) and labels.shape == (14,)
+    assert labels[:12].tolist() == [3] * 6 + [5] * 6
+    assert set(labels[12:].tolist()) <= {3, 5}
+    assert boxes.min() >= 0 and boxes.max() <= 1
+    assert ((scores > 0) & (scores < 1)).all()
+    fit = torchvision.ops.box_iou(boxes[:6], gt[:1])[:, 0]
+    assert (scores[:6] <= fit + 1e-6).all()  # score = IoU × a factor in [0.6, 1)
+    again = jittered_detections(gt, torch.tensor([3, 5]), 6, num_decoys=2)
+    assert all(torch.equal(a, b) for a, b in zip((boxes, scores, labels), again, strict=True))
+    with pytest.raises(ValueError, match="at least one"):
+        jittered_detections(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"labels of shape \(1,\)"):
+        jittered_detections(gt, torch.tensor([1]))
