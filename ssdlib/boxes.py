@@ -12,6 +12,7 @@ The functions broadcast over leading dimensions, so ``(B, P, 4)`` works as well 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -29,6 +30,17 @@ def _check_boxes(boxes: Tensor, name: str = "boxes") -> None:
         raise ValueError(f"expected {name} of shape (..., 4), got {tuple(boxes.shape)}")
     if not boxes.is_floating_point():
         raise ValueError(f"expected floating-point {name}, got dtype {boxes.dtype}")
+
+
+def _check_box_pairs(boxes1: Tensor, boxes2: Tensor) -> None:
+    """box_iou's arguments (both tiers'): two sets of boxes with the same leading dims."""
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
+    if boxes1.dim() != boxes2.dim() or boxes1.shape[:-2] != boxes2.shape[:-2]:
+        raise ValueError(
+            f"boxes1 and boxes2 need the same leading dims, got {tuple(boxes1.shape)} "
+            f"and {tuple(boxes2.shape)}"
+        )
 
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
@@ -65,13 +77,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         this returns 0. A nan coordinate gives nan, as in torchvision; matching rejects
         non-finite ground truth and postprocess non-finite predictions before they get here.
     """
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
-    if boxes1.dim() != boxes2.dim() or boxes1.shape[:-2] != boxes2.shape[:-2]:
-        raise ValueError(
-            f"boxes1 and boxes2 need the same leading dims, got {tuple(boxes1.shape)} "
-            f"and {tuple(boxes2.shape)}"
-        )
+    _check_box_pairs(boxes1, boxes2)
     area1 = box_area(boxes1)[..., :, None]  # (..., N, 1)
     area2 = box_area(boxes2)[..., None, :]  # (..., 1, M)
     top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # (..., N, M, 2)
@@ -133,3 +139,58 @@ def clip_boxes(boxes: Tensor, width: float = 1.0, height: float = 1.0) -> Tensor
     x = boxes[..., 0::2].clamp(0, width)
     y = boxes[..., 1::2].clamp(0, height)
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def _check_image_size(width: float, height: float) -> None:
+    if not (width > 0 and height > 0 and math.isfinite(width) and math.isfinite(height)):
+        raise ValueError(
+            f"expected a positive, finite image width and height, got {width}x{height}"
+        )
+
+
+def pixels_to_unit(boxes: Tensor, width: float, height: float) -> Tensor:
+    """Boxes in pixels of a ``width`` × ``height`` image -> normalised to [0, 1] of it.
+
+    x coordinates are divided by ``width``, y by ``height``. Both conventions alternate x and y,
+    so this serves xyxy (x1, y1, x2, y2) and cxcywh (cx, cy, w, h) alike.
+
+    Args:
+        boxes: ``(..., 4)`` floating-point boxes in pixels.
+        width, height: the image size in pixels (``h, w = image.shape[-2:]``).
+
+    Returns:
+        ``(..., 4)`` boxes in the same convention, normalised; same dtype and device.
+    """
+    _check_boxes(boxes)
+    _check_image_size(width, height)
+    return boxes / boxes.new_tensor([width, height, width, height])
+
+
+def unit_to_pixels(boxes: Tensor, width: float, height: float) -> Tensor:
+    """Invert :func:`pixels_to_unit`: normalised boxes -> pixels of a ``width`` × ``height``
+    image (x times ``width``, y times ``height``).
+
+    Args:
+        boxes: ``(..., 4)`` floating-point boxes, xyxy or cxcywh, normalised to [0, 1].
+        width, height: the image size in pixels.
+
+    Returns:
+        ``(..., 4)`` boxes in the same convention, in pixels; same dtype and device.
+    """
+    _check_boxes(boxes)
+    _check_image_size(width, height)
+    return boxes * boxes.new_tensor([width, height, width, height])
+
+
+def _as_boxes(boxes: Tensor | Sequence, name: str = "boxes") -> Tensor:
+    """Boxes as a float32 CPU tensor of shape ``(N, 4)``: one box ``(4,)`` becomes ``(1, 4)``, no
+    boxes ``(0, 4)``; any other shape is an error that names ``name``. The convention is the
+    caller's (the figures and their helpers pass xyxy normalised)."""
+    t = torch.as_tensor(boxes, dtype=torch.float32).detach().cpu()
+    if t.numel() == 0:
+        return t.reshape(0, 4)
+    if t.dim() == 1:
+        t = t[None]
+    if t.dim() != 2 or t.shape[1] != 4:
+        raise ValueError(f"expected {name} of shape (N, 4) xyxy, got {tuple(t.shape)}")
+    return t

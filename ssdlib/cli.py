@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .checkpoint import load_model, read_training_checkpoint, save_model
+from .data.common import read_every_annotation
 from .data.transforms import AUGMENTATIONS
 from .model import SSD
 from .priors import SSD300_COCO
@@ -117,25 +118,6 @@ def eval_dataset(args: argparse.Namespace, split: str, image_size: int) -> Datas
     else:
         data = CocoDataset(*_coco_paths(root, split))
     return _limit(data, args.limit)
-
-
-def read_every_annotation(dataset: Dataset | None) -> None:
-    """Parse every annotation of a VOC or COCO dataset (looking through ``Subset`` and
-    ``ConcatDataset``) without decoding an image, so that a broken one is reported, with its
-    file, before training starts; a dataset without ``load_target`` (shapes) has none to read."""
-    if isinstance(dataset, Subset):
-        parent = dataset.dataset
-        if hasattr(parent, "load_target"):
-            for i in dataset.indices:
-                parent.load_target(int(i))
-        else:
-            read_every_annotation(parent)
-    elif isinstance(dataset, ConcatDataset):
-        for part in dataset.datasets:
-            read_every_annotation(part)
-    elif dataset is not None and hasattr(dataset, "load_target"):
-        for i in range(len(dataset)):
-            dataset.load_target(i)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -251,9 +233,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
             report.append({"image": str(path), "error": " ".join(str(err).split())})
             continue
         det = model.detect([image], score_threshold=args.score_threshold)[0]
-        picture = draw_detections(Image.fromarray(tensor_to_uint8(image)), det, model.class_names)
-        write_png = lambda f: picture.save(f, format="PNG")  # noqa: B023 - called at once
-        atomic_write(target, write_png)
+        pixels = torch.from_numpy(tensor_to_uint8(image)).permute(2, 0, 1)  # (3, H, W) uint8
+        drawn = draw_detections(pixels, det, model.class_names).permute(1, 2, 0)  # (H, W, 3)
+        picture = Image.fromarray(drawn.numpy())
+        atomic_write(target, lambda f: picture.save(f, format="PNG"))  # noqa: B023 - called at once
         report.append(
             {
                 "image": str(path),
@@ -299,30 +282,46 @@ def detection_outputs(images: list[Path], out_dir: Path, overwrite: bool) -> dic
 
 
 LINE_FRACTION = 1 / 150  # box outline width as a fraction of the image's shorter side
+FONT_PER_LINE = 5  # label text height in outline widths (at least MIN_FONT_SIZE px)
+MIN_FONT_SIZE = 10  # PIL's default font size: smaller labels are hard to read
+LABEL_FONT = "DejaVuSans.ttf"  # matplotlib's bundled font (a dependency): a TrueType font
+# scales with the image, PIL's built-in one would not
 
 
-def draw_detections(image, detections: dict[str, torch.Tensor], class_names: Sequence[str]):
-    """A copy of the PIL ``image`` with each box (xyxy pixels) outlined and labelled
-    "name score", coloured by class."""
-    from PIL import ImageDraw, ImageFont
+def _label_font() -> str:
+    import matplotlib  # the package, for where its data lives; not pyplot
 
-    picture = image.convert("RGB")
-    draw = ImageDraw.Draw(picture)
-    line = max(1, round(min(picture.size) * LINE_FRACTION))
-    font = ImageFont.load_default(size=max(10, 5 * line))
-    for box, score, label in zip(
-        detections["boxes"].tolist(), detections["scores"].tolist(),
-        detections["labels"].tolist(), strict=True,
-    ):  # fmt: skip
-        color = TAB10[label % len(TAB10)]  # the notebooks' figures' colours
-        draw.rectangle(box, outline=color, width=line)
-        text = f"{class_names[label]} {score:.2f}"
-        left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font)
-        lift = bottom - top + 2 * line  # put the label above the box, inside the image
-        y = box[1] - lift if box[1] >= lift else box[1]
-        draw.rectangle((left, y, right + 2 * line, y + lift), fill=color)
-        draw.text((box[0] + line, y + line), text, fill=(255, 255, 255), font=font)
-    return picture
+    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / LABEL_FONT)
+
+
+def draw_detections(
+    image: torch.Tensor, detections: dict[str, torch.Tensor], class_names: Sequence[str]
+) -> torch.Tensor:
+    """``image`` with each detection outlined and labelled "name score", one colour per class
+    (:data:`ssdlib.utils.TAB10`, the notebooks' colours): ``torchvision.utils.draw_bounding_boxes``.
+
+    Args:
+        image: ``(3, H, W)`` uint8.
+        detections: ``boxes`` ``(N, 4)`` xyxy pixels of ``image``, ``scores`` ``(N,)``,
+            ``labels`` ``(N,)`` indices into ``class_names``.
+        class_names: the model's class names, index 0 the background.
+
+    Returns:
+        A drawn copy, ``(3, H, W)`` uint8 (``image`` itself where there is nothing to draw).
+    """
+    from torchvision.utils import draw_bounding_boxes
+
+    if len(detections["boxes"]) == 0:  # torchvision would warn "No box was drawn"
+        return image
+    labels = detections["labels"].tolist()
+    scores = detections["scores"].tolist()
+    texts = [f"{class_names[c]} {s:.2f}" for c, s in zip(labels, scores, strict=True)]
+    line = max(1, round(min(image.shape[-2:]) * LINE_FRACTION))
+    return draw_bounding_boxes(
+        image, detections["boxes"], texts, colors=[TAB10[c % len(TAB10)] for c in labels],
+        width=line, font=_label_font(), font_size=max(MIN_FONT_SIZE, FONT_PER_LINE * line),
+        fill_labels=True, label_colors="white",
+    )  # fmt: skip
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -398,10 +397,16 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m ssdlib`` parser: one sub-command per ``cmd_*`` function."""
     parser = _Parser(prog="python -m ssdlib", description=__doc__.split("\n\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_train, _add_evaluate, _add_detect, _add_export):
+        add_command(sub)
+    return parser
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (ssdlib.train)")
     p.add_argument("--preset", choices=sorted(PRESETS), required=True)
     _add_data_options(p)
@@ -435,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory: last.pt, best.pt, metrics.csv")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="print a checkpoint's mAP as JSON")
     p.add_argument("--checkpoint", required=True, help="last.pt / best.pt, or an exported model")
     _add_data_options(p)
@@ -443,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="draw a model's detections on images")
     p.add_argument("--checkpoint", required=True, help="last.pt / best.pt, or an exported model")
     p.add_argument("images", nargs="+", help="image files")
@@ -452,12 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace drawn images in --out")
     p.set_defaults(func=cmd_detect)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="training checkpoint -> small model file (save_model)")
     p.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pt)")
     p.add_argument("--out", required=True, help="the model file to write, e.g. data/model.pt")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_export)
-    return parser
 
 
 def _check_device(device: str | None) -> None:

@@ -18,7 +18,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, RGB 
 IMAGENET_STD = (0.229, 0.224, 0.225)  # VGG16 backbone weights expect inputs normalised by them
 
 # matplotlib's tab10, one colour per class or object: the figures (viz.PALETTE) and the command
-# line's pictures share it, without the command line importing matplotlib
+# line's pictures share it, without the command line importing pyplot
 TAB10 = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",

@@ -138,6 +138,16 @@ def load_vgg16_backbone(model: SSD, source: StateSource = "torchvision") -> SSD:
     what = "ImageNet VGG16-BN" if model.batch_norm else "ImageNet VGG16"
     state = _state_dict(source, weights, what, "load_vgg16_backbone(model, '{path}')")
 
+    _copy_features(model, state, what)  # conv1_1 … conv5_3 (and their BatchNorms)
+    _copy_fc6_fc7(model, state, what)  # subsampled (SSD §3)
+    _copy(model.mean, torch.tensor(IMAGENET_MEAN), "mean")
+    _copy(model.std, torch.tensor(IMAGENET_STD), "std")
+    return model
+
+
+def _copy_features(model: SSD, state: Mapping[str, Tensor], what: str) -> None:
+    """VGG16's conv1_1 … conv5_3 (``features.N``; with their BatchNorms for VGG16-BN) into the
+    model's base network, in order."""
     # torchvision's VGG.features: convs, BatchNorms (those with running statistics), ReLUs, pools.
     indices = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.")})
     bns = [i for i in indices if f"features.{i}.running_mean" in state]
@@ -163,6 +173,10 @@ def load_vgg16_backbone(model: SSD, source: StateSource = "torchvision") -> SSD:
             bn = name.replace("conv", "bn")
             _copy_module(_base_layer(model, bn), state, f"features.{bns[k]}", bn)
 
+
+def _copy_fc6_fc7(model: SSD, state: Mapping[str, Tensor], what: str) -> None:
+    """fc6 and fc7 of VGG16's classifier, subsampled into the base network's fc6 and fc7
+    (convolutions there; see :func:`load_vgg16_backbone`)."""
     fc6_w, fc6_b = _get(state, "classifier.0.weight", what), _get(state, "classifier.0.bias", what)
     fc7_w, fc7_b = _get(state, "classifier.3.weight", what), _get(state, "classifier.3.bias", what)
     fc6, fc7 = _base_layer(model, "fc6"), _base_layer(model, "fc7")
@@ -177,9 +191,6 @@ def load_vgg16_backbone(model: SSD, source: StateSource = "torchvision") -> SSD:
     _copy(fc6.bias, fc6_b[::s], "fc6.bias")  # (1024,)
     _copy(fc7.weight, fc7_w[::s, ::s, None, None], "fc7.weight")  # (1024, 1024, 1, 1)
     _copy(fc7.bias, fc7_b[::s], "fc7.bias")  # (1024,)
-    _copy(model.mean, torch.tensor(IMAGENET_MEAN), "mean")
-    _copy(model.std, torch.tensor(IMAGENET_STD), "std")
-    return model
 
 
 # -- torchvision's ssd300_vgg16 -> ssdlib --------------------------------------------------------

@@ -5,10 +5,11 @@ redraws once, on release), connects them to a drawing function with
 ``ipywidgets.interactive_output``, and returns one :class:`Explorer` container: the controls,
 an HTML line with the numbers behind the figure, and an ``Output`` that holds the figure.
 
-What an explorer computes lives in :mod:`ssdlib.viz`; what lives here is only which controls
-exist and how their values become that function's arguments. An explorer keeps its last figure
-and numbers (``explorer.figure``, ``explorer.result``) so that tests can move a slider and check
-the change without a browser.
+What an explorer draws lives in :mod:`ssdlib.viz`, and the numbers it shows beside their concept
+(:func:`ssdlib.priors.default_box_coverage`, :func:`ssdlib.loss.mining_report`); what lives here
+is only which controls exist and how their values become those functions' arguments. An
+explorer keeps its last figure and numbers (``explorer.figure``, ``explorer.result``) so that
+tests can move a slider and check the change without a browser.
 """
 
 from __future__ import annotations
@@ -25,14 +26,20 @@ from IPython import get_ipython
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .loss import NEG_POS_RATIO, background_loss, hard_negative_mining
+from .loss import NEG_POS_RATIO, background_loss, hard_negative_mining, mining_report
 from .matching import IOU_THRESHOLD, assign_targets
 from .nms import NMS_IOU_THRESHOLD, nms_steps
-from .priors import SSD300_VOC, PriorConfig, config_from_scales, default_boxes, layer_of_prior
-from .viz import (
+from .priors import (
+    SSD300_VOC,
     CoverageReport,
+    PriorConfig,
+    config_from_scales,
     default_box_coverage,
-    mining_report,
+    default_boxes,
+    layer_of_prior,
+    point_to_cell,
+)
+from .viz import (
     plot_default_box_explorer,
     plot_feature_map,
     plot_hard_negatives,
@@ -40,7 +47,6 @@ from .viz import (
     plot_negative_losses,
     plot_nms_step,
     plot_positives,
-    point_to_cell,
 )
 
 SLIDER_STYLE = {"description_width": "initial"}  # descriptions at their natural width
@@ -222,6 +228,40 @@ def aspect_ratio_sets(num_layers: int, base: PriorConfig = SSD300_VOC) -> dict[s
     }
 
 
+def _default_box_controls(
+    ratio_names: list[str],
+    layer_names: list[str],
+    sides: Sequence[int],
+    point: tuple[float, float],
+    s_min: float,
+    s_max: float,
+) -> dict[str, widgets.Widget]:
+    """The default-box explorer's controls, by the drawing function's argument names."""
+    s_min_slider = _float_slider("s_min", s_min, 0.05, 0.5, 0.01)
+    s_min_slider.add_class("ssd-s-min")
+    s_max_slider = _float_slider("s_max", s_max, 0.5, 1.0, 0.01)
+    s_max_slider.add_class("ssd-s-max")
+    layer = widgets.SelectionSlider(
+        options=[
+            (f"{k}: {n} {f}×{f}", k)
+            for k, (n, f) in enumerate(zip(layer_names, sides, strict=True))
+        ],
+        value=0,
+        description="layer",
+        continuous_update=False,
+        style=SLIDER_STYLE,
+        layout=LAYER_SLIDER,
+    )
+    return {
+        "s_min": s_min_slider,
+        "s_max": s_max_slider,
+        "ratios": widgets.Dropdown(options=ratio_names, description="ratios", style=SLIDER_STYLE),
+        "layer": layer,
+        "cell_x": _float_slider("point x → col", round(point[0], 2), 0.0, 1.0, 0.01),
+        "cell_y": _float_slider("point y → row", round(point[1], 2), 0.0, 1.0, 0.01),
+    }
+
+
 def default_box_explorer(
     image: Tensor | np.ndarray,
     gt_boxes: Tensor,
@@ -264,24 +304,9 @@ def default_box_explorer(
     if point is None:
         point = ((gt_boxes[0, :2] + gt_boxes[0, 2:]) / 2).tolist() if len(gt_boxes) else (0.5, 0.5)
     ratio_sets = aspect_ratio_sets(m, base)
-    s_min_slider = _float_slider("s_min", s_min, 0.05, 0.5, 0.01)
-    s_min_slider.add_class("ssd-s-min")
-    s_max_slider = _float_slider("s_max", s_max, 0.5, 1.0, 0.01)
-    s_max_slider.add_class("ssd-s-max")
-    ratios = widgets.Dropdown(options=list(ratio_sets), description="ratios", style=SLIDER_STYLE)
-    sides = base.feature_maps
-    layer = widgets.SelectionSlider(
-        options=[
-            (f"{k}: {n} {f}×{f}", k) for k, (n, f) in enumerate(zip(names, sides, strict=True))
-        ],
-        value=0,
-        description="layer",
-        continuous_update=False,
-        style=SLIDER_STYLE,
-        layout=LAYER_SLIDER,
+    controls = _default_box_controls(
+        list(ratio_sets), names, base.feature_maps, point, s_min, s_max
     )
-    cell_x = _float_slider("point x → col", round(point[0], 2), 0.0, 1.0, 0.01)
-    cell_y = _float_slider("point y → row", round(point[1], 2), 0.0, 1.0, 0.01)
     coverage: dict[PriorConfig, CoverageReport] = {}  # the last config's coverage: layer and
     # point moves reuse it instead of recomputing the IoU of every object with every default box
 
@@ -314,14 +339,6 @@ def default_box_explorer(
         )
         return fig, (cfg, report), info
 
-    controls = {
-        "s_min": s_min_slider,
-        "s_max": s_max_slider,
-        "ratios": ratios,
-        "layer": layer,
-        "cell_x": cell_x,
-        "cell_y": cell_y,
-    }
     rows = [["s_min", "s_max", "ratios"], ["layer"], ["cell_y", "cell_x"]]
     return Explorer(controls, draw, rows, info_class="ssd-box-count")
 

@@ -16,6 +16,8 @@ from ssdlib.boxes import (
     cxcywh_to_xyxy,
     decode,
     encode,
+    pixels_to_unit,
+    unit_to_pixels,
     xyxy_to_cxcywh,
 )
 
@@ -138,3 +140,46 @@ def test_clip_boxes():
     torch.testing.assert_close(
         clip_boxes(boxes[1:], width=15, height=300), torch.tensor([[10.0, 0.0, 15.0, 300.0]])
     )
+
+
+def test_pixels_to_unit_by_hand():
+    # a 200 x 100 image: x is divided by 200, y by 100
+    pixels = torch.tensor([[20.0, 10.0, 200.0, 50.0], [0.0, 0.0, 100.0, 100.0]])
+    unit = torch.tensor([[0.1, 0.1, 1.0, 0.5], [0.0, 0.0, 0.5, 1.0]])
+    torch.testing.assert_close(pixels_to_unit(pixels, width=200, height=100), unit)
+    torch.testing.assert_close(unit_to_pixels(unit, width=200, height=100), pixels)
+    # the same division as the notebooks' `boxes / torch.tensor([w, h, w, h])`, bit for bit
+    assert torch.equal(
+        pixels_to_unit(pixels, 200, 100), pixels / torch.tensor([200, 100, 200, 100])
+    )
+
+
+def test_pixel_conversions_keep_shape_dtype_and_convention():
+    cxcywh = torch.tensor([[[150.0, 30.0, 60.0, 20.0]]], dtype=torch.float64)  # (1, 1, 4)
+    unit = pixels_to_unit(cxcywh, 300, 60)
+    assert unit.shape == (1, 1, 4) and unit.dtype == torch.float64
+    torch.testing.assert_close(unit, torch.tensor([[[0.5, 0.5, 0.2, 1 / 3]]], dtype=torch.float64))
+    assert pixels_to_unit(torch.zeros(0, 4), 10, 10).shape == (0, 4)  # an image without objects
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(0, 1), min_size=4, max_size=4),
+    st.integers(1, 4000),
+    st.integers(1, 4000),
+)
+def test_pixel_conversions_round_trip(box, width, height):
+    unit = torch.tensor([box], dtype=torch.float64)
+    back = pixels_to_unit(unit_to_pixels(unit, width, height), width, height)
+    torch.testing.assert_close(back, unit)
+
+
+def test_pixel_conversions_reject_bad_input():
+    with pytest.raises(ValueError, match="positive, finite image width and height, got 0x100"):
+        pixels_to_unit(torch.zeros(1, 4), 0, 100)
+    with pytest.raises(ValueError, match="got 100xinf"):
+        unit_to_pixels(torch.zeros(1, 4), 100, math.inf)
+    with pytest.raises(ValueError, match=r"shape \(..., 4\), got \(2, 2\)"):
+        pixels_to_unit(torch.zeros(2, 2), 10, 10)
+    with pytest.raises(ValueError, match="floating-point"):
+        unit_to_pixels(torch.zeros(1, 4, dtype=torch.int64), 10, 10)

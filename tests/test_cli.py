@@ -11,14 +11,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageColor
 
 from ssdlib.checkpoint import load_model
 from ssdlib.checkpoint import read_training_checkpoint as load_checkpoint
-from ssdlib.cli import main
+from ssdlib.cli import draw_detections, main
 from ssdlib.data.common import tensor_to_uint8
 from ssdlib.data.shapes import CLASSES, ShapesDataset
 from ssdlib.train import LAST
+from ssdlib.utils import TAB10
 
 # cpu-tiny's geometry at an eighth of VGG16's width, 8 images, batch 4: two steps take seconds.
 TINY_TRAIN = [
@@ -92,6 +93,25 @@ def test_detect_draws_labelled_boxes(run_dir, tmp_path, capsys):
     drawn = np.asarray(Image.open(out_dir / "scene.png"))
     assert drawn.shape == (128, 128, 3)
     assert (drawn != np.asarray(Image.open(path))).any()  # boxes were drawn
+
+
+def test_draw_detections_outlines_each_box_in_its_class_colour():
+    image = torch.zeros(3, 150, 150, dtype=torch.uint8)  # black; outline width 150 / 150 = 1 px
+    det = {
+        "boxes": torch.tensor([[10.0, 60.0, 80.0, 120.0], [90.0, 20.0, 140.0, 70.0]]),
+        "scores": torch.tensor([0.9, 0.5]),
+        "labels": torch.tensor([1, 2]),
+    }
+    drawn = draw_detections(image, det, CLASSES)
+    assert drawn.shape == (3, 150, 150) and drawn.dtype == torch.uint8
+    for (x1, y1, x2, y2), label in zip(det["boxes"].int().tolist(), [1, 2], strict=True):
+        colour = ImageColor.getrgb(TAB10[label])
+        assert tuple(drawn[:, y2, x1 + 5].tolist()) == colour  # the bottom edge
+        assert tuple(drawn[:, (y1 + y2) // 2, x2].tolist()) == colour  # the right edge
+        assert (drawn[:, y1 + 3 : y1 + 12, x1 + 3 : x1 + 20] == 255).any()  # white label text
+    assert (drawn[:, 0:5, 0:5] == 0).all()  # outside the boxes the image is as it was
+    empty = {k: v[:0] for k, v in det.items()}  # nothing detected: the image as it is
+    assert torch.equal(draw_detections(image, empty, CLASSES), image)
 
 
 def test_export_writes_a_model_file(run_dir, tmp_path, capsys):

@@ -386,3 +386,38 @@ def test_a_decompression_bomb_or_a_folder_is_a_dataset_error(tmp_path, monkeypat
         read_image(tmp_path / "big.png")
     with pytest.raises(DatasetError, match="is a folder"):
         read_image(tmp_path)
+
+
+# -- looking through Subset and ConcatDataset ---------------------------------------------------
+
+
+def test_leaf_datasets_map_indices_through_subset_and_concat(shapes):
+    from torch.utils.data import ConcatDataset, Subset
+
+    from ssdlib.data.common import leaf_datasets
+
+    other = ShapesDataset(3, image_size=96, seed=5, split="val")
+    both = ConcatDataset([Subset(shapes, [7, 5, 3]), other])  # images s7, s5, s3, o0, o1, o2
+    assert [(d, i) for d, i in leaf_datasets(both)] == [(shapes, [7, 5, 3]), (other, [0, 1, 2])]
+    assert list(leaf_datasets(Subset(both, [4, 1]))) == [(shapes, [5]), (other, [1])]
+    assert list(leaf_datasets(Subset(both, [0]))) == [(shapes, [7])]  # `other` is not reached
+    assert list(leaf_datasets(Subset(shapes, []))) == [(shapes, [])]
+
+
+def test_read_every_annotation_names_the_broken_file(voc_root):
+    from torch.utils.data import ConcatDataset, Subset
+
+    from ssdlib.data.common import read_every_annotation
+
+    voc = VOCDataset(voc_root, split="val", classes=SHAPES_CLASSES)
+    broken = voc.annotation_path(2)
+    text = broken.read_text()
+    try:
+        broken.write_text("<annotation><object>")
+        read_every_annotation(Subset(voc, [0, 1]))  # the broken image is not served
+        read_every_annotation(ConcatDataset([ShapesDataset(2, 64), Subset(voc, [1])]))
+        read_every_annotation(None)
+        with pytest.raises(DatasetError, match=broken.name):
+            read_every_annotation(ConcatDataset([Subset(voc, [0]), Subset(voc, [2])]))
+    finally:
+        broken.write_text(text)

@@ -47,6 +47,44 @@ def _field(record: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
+def _read_categories(categories: list[Any], file: Path) -> dict[int, str]:
+    """Category id -> name, each id once."""
+    names: dict[int, str] = {}
+    for k, cat in enumerate(categories):
+        where = f"{file}: category {k}"
+        cat_id = _field(cat, "id", int, where)
+        if cat_id in names:
+            raise DatasetError(f"{where}: category id {cat_id} appears twice")
+        names[cat_id] = str(_field(cat, "name", str, where))
+    return names
+
+
+def _check_images(images: list[Any], file: Path) -> None:
+    """Every image record has a unique int ``id``, a ``file_name`` and a positive size."""
+    seen: set[int] = set()
+    for k, img in enumerate(images):
+        where = f"{file}: image {k}"
+        image_id = _field(img, "id", int, where)
+        if image_id in seen:
+            raise DatasetError(f"{where}: image id {image_id} appears twice")
+        _field(img, "file_name", str, where)
+        for key in ("width", "height"):
+            if _field(img, key, int, where) <= 0:
+                raise DatasetError(f"{where}: {key} is {img[key]}, must be > 0")
+        seen.add(image_id)
+
+
+def _xywh(ann: dict[str, Any], where: str) -> tuple[float, float, float, float]:
+    """The annotation's ``bbox = [x, y, w, h]`` pixels, checked to be 4 numbers."""
+    bbox = _field(ann, "bbox", list, where)
+    if len(bbox) != 4 or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in bbox
+    ):
+        raise DatasetError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r:.80}")
+    x, y, w, h = (float(v) for v in bbox)
+    return x, y, w, h
+
+
 class CocoDataset:
     """A COCO instances file and its images, in the common format.
 
@@ -83,38 +121,34 @@ class CocoDataset:
         self.annotation_file = Path(annotation_file)
         self.transforms = transforms
         data = _load_json(self.annotation_file)
-        file = self.annotation_file
-
-        categories: dict[int, str] = {}
-        for k, cat in enumerate(data["categories"]):
-            where = f"{file}: category {k}"
-            cat_id = _field(cat, "id", int, where)
-            if cat_id in categories:
-                raise DatasetError(f"{where}: category id {cat_id} appears twice")
-            categories[cat_id] = str(_field(cat, "name", str, where))
+        categories = _read_categories(data["categories"], self.annotation_file)
         self.cat_ids = sorted(categories)
         self.classes = [BACKGROUND_NAME] + [categories[c] for c in self.cat_ids]
-        label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}
-
-        position: dict[int, int] = {}
-        for k, img in enumerate(data["images"]):
-            where = f"{file}: image {k}"
-            image_id = _field(img, "id", int, where)
-            if image_id in position:
-                raise DatasetError(f"{where}: image id {image_id} appears twice")
-            _field(img, "file_name", str, where)
-            for key in ("width", "height"):
-                if _field(img, key, int, where) <= 0:
-                    raise DatasetError(f"{where}: {key} is {img[key]}, must be > 0")
-            position[image_id] = k
+        _check_images(data["images"], self.annotation_file)
         self.images: list[dict[str, Any]] = sorted(data["images"], key=lambda img: img["id"])
         self.image_ids = [img["id"] for img in self.images]
-        index_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        per_image, self.num_crowd_skipped = self._read_annotations(data["annotations"])
+        self._targets = [
+            (
+                np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
+                np.array([a[1] for a in anns], dtype=np.int64),
+                np.array([a[2] for a in anns], dtype=np.float32),
+            )
+            for anns in per_image
+        ]
 
+    def _read_annotations(
+        self, annotations: list[Any]
+    ) -> tuple[list[list[tuple[list[float], int, float]]], int]:
+        """Each image's ``(xyxy pixels, label, area)`` per kept annotation, and the number of
+        crowd annotations skipped; boxes pass the :class:`BoxChecker` (one warning in all)."""
+        file = self.annotation_file
+        label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}
+        index_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
         per_image: list[list[tuple[list[float], int, float]]] = [[] for _ in self.images]
-        self.num_crowd_skipped = 0
+        num_crowd = 0
         checker = BoxChecker(f"CocoDataset({file})", skip_degenerate=True)
-        for k, ann in enumerate(data["annotations"]):
+        for k, ann in enumerate(annotations):
             ann_id = ann.get("id", f"#{k}") if isinstance(ann, dict) else f"#{k}"
             where = f"{file}: annotation {ann_id}"
             image_id = _field(ann, "image_id", int, where)
@@ -126,16 +160,9 @@ class CocoDataset:
             if cat_id not in label_of:
                 raise DatasetError(f"{where}: category_id {cat_id} is not in 'categories'")
             if ann.get("iscrowd", 0):
-                self.num_crowd_skipped += 1
+                num_crowd += 1
                 continue
-            bbox = _field(ann, "bbox", list, where)
-            if len(bbox) != 4 or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in bbox
-            ):
-                raise DatasetError(
-                    f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r:.80}"
-                )
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = _xywh(ann, where)
             xyxy = checker.check((x, y, x + w, y + h), img["width"], img["height"], where)
             if xyxy is None:
                 continue
@@ -143,15 +170,8 @@ class CocoDataset:
             if not isinstance(area, int | float) or isinstance(area, bool):
                 area = (xyxy[2] - xyxy[0]) * (xyxy[3] - xyxy[1])
             per_image[index_of[image_id]].append((xyxy, label_of[cat_id], float(area)))
-        checker.warn()
-        self._targets = [
-            (
-                np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
-                np.array([a[1] for a in anns], dtype=np.int64),
-                np.array([a[2] for a in anns], dtype=np.float32),
-            )
-            for anns in per_image
-        ]
+        checker.warn(stacklevel=4)
+        return per_image, num_crowd
 
     def __len__(self) -> int:
         return len(self.images)

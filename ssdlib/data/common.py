@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,45 +194,70 @@ class BoxChecker:
         warnings.warn(message, stacklevel=stacklevel)
 
 
-def holds_objects(dataset: Any, indices: Sequence[int] | None = None) -> bool | None:
-    """Whether any image of ``dataset`` (of its ``indices``, if given) has an object, read from
-    the annotations alone; None where that would mean drawing or decoding images.
+def leaf_datasets(
+    dataset: Any, indices: Sequence[int] | None = None
+) -> Iterator[tuple[Any, list[int]]]:
+    """The datasets that hold ``dataset``'s images, each with the indices (its own) of those
+    that ``dataset`` (its ``indices``, if given) serves: looks through ``Subset`` and
+    ``ConcatDataset``, which hold no images of their own.
 
-    Looks through ``Subset`` and ``ConcatDataset``. A dataset with ``load_target`` (VOC reads
-    one XML file, COCO its parsed JSON) is read up to its first image with an object, so a
-    sound dataset costs one annotation; a ShapesDataset with ``max_objects=0`` has none.
+    A part of a ``ConcatDataset`` that the indices do not reach is left out; ``dataset`` itself,
+    when it is a leaf, is yielded even with no indices.
     """
-    indices = range(len(dataset)) if indices is None else indices
+    indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     if isinstance(dataset, Subset):
-        return holds_objects(dataset.dataset, [int(dataset.indices[i]) for i in indices])
-    if isinstance(dataset, ConcatDataset):
+        yield from leaf_datasets(dataset.dataset, [int(dataset.indices[i]) for i in indices])
+    elif isinstance(dataset, ConcatDataset):
         ends = dataset.cumulative_sizes  # index one past each part's last image
         parts: list[list[int]] = [[] for _ in dataset.datasets]
         for i in indices:
             k = bisect.bisect_right(ends, i)
             parts[k].append(i - (ends[k - 1] if k else 0))
-        answers = [
-            holds_objects(part, idx)
-            for part, idx in zip(dataset.datasets, parts, strict=True)
-            if idx  # a part the indices do not reach does not count
-        ]
-        if True in answers:
-            return True
-        return None if None in answers else False
+        for part, idx in zip(dataset.datasets, parts, strict=True):
+            if idx:
+                yield from leaf_datasets(part, idx)
+    else:
+        yield dataset, indices
+
+
+def _load_target(dataset: Any, index: int) -> dict[str, Any]:
+    target = dataset.load_target(index)
+    return target[0] if isinstance(target, tuple) else target  # VOC's (target, (height, width))
+
+
+def read_every_annotation(dataset: Any) -> None:
+    """Parse the annotation of every image ``dataset`` serves (looking through ``Subset`` and
+    ``ConcatDataset``) without decoding an image, so that a broken one raises, naming its file,
+    before training starts. Datasets without ``load_target`` (shapes, photos) have none to read.
+    """
+    if dataset is None:
+        return
+    for leaf, indices in leaf_datasets(dataset):
+        if hasattr(leaf, "load_target"):
+            for i in indices:
+                leaf.load_target(i)
+
+
+def holds_objects(dataset: Any, indices: Sequence[int] | None = None) -> bool | None:
+    """Whether any image of ``dataset`` (of its ``indices``, if given) has an object, read from
+    the annotations alone; None where that would mean drawing or decoding images.
+
+    Looks through ``Subset`` and ``ConcatDataset`` (:func:`leaf_datasets`). A dataset with
+    ``load_target`` (VOC reads one XML file, COCO its parsed JSON) is read up to its first image
+    with an object, so a sound dataset costs one annotation; a ShapesDataset with
+    ``max_objects=0`` has none.
+    """
     from .shapes import ShapesDataset  # (shapes imports this module)
 
-    if isinstance(dataset, ShapesDataset):
-        return False if dataset.max_objects == 0 else None  # else only drawing would tell
-    load_target = getattr(dataset, "load_target", None)
-    if load_target is None:
-        return None
-    for i in indices:
-        target = load_target(i)
-        if isinstance(target, tuple):  # VOCDataset's (target, (height, width))
-            target = target[0]
-        if len(target["labels"]):
+    answer: bool | None = False
+    for leaf, idx in leaf_datasets(dataset, indices):
+        if isinstance(leaf, ShapesDataset) and leaf.max_objects == 0:
+            continue
+        if isinstance(leaf, ShapesDataset) or not hasattr(leaf, "load_target"):
+            answer = None  # only drawing or decoding the images would tell
+        elif any(len(_load_target(leaf, i)["labels"]) for i in idx):
             return True
-    return False
+    return answer
 
 
 def describe_dataset(dataset: Any) -> str:

@@ -191,6 +191,101 @@ def _rasterise(
     return x0, y0, shape_mask(name, u, v)
 
 
+def _outline(rng: np.random.Generator, name: str, size: float) -> tuple[float, float, float]:
+    """Draw an object's half width, half height (pixels) and tilt (radians) for its long side
+    ``size``: bars long and thin near horizontal or vertical, other shapes mildly stretched."""
+    if name == "bar":
+        thick = size / (BAR_ASPECT[0] + (BAR_ASPECT[1] - BAR_ASPECT[0]) * rng.random())
+        half_w, half_h = size / 2, max(_snap(thick), 1.0) / 2
+        tilt = (2 * rng.random() - 1) * BAR_TILT_DEG + 90.0 * int(rng.integers(0, 2))
+        return half_w, half_h, math.radians(tilt)
+    aspect = ASPECT_RANGE[0] * (ASPECT_RANGE[1] / ASPECT_RANGE[0]) ** rng.random()
+    long_half, short_half = size / 2, _snap(size / 2 / max(aspect, 1 / aspect))
+    half_w, half_h = (short_half, long_half) if aspect > 1 else (long_half, short_half)
+    angle = rng.random() * (math.pi if name in ("circle", "ring") else 2 * math.pi)
+    return half_w, half_h, angle
+
+
+def _place(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    owner: np.ndarray,
+    placed: list[dict[str, Any]],
+    name: str,
+    size: float,
+) -> None:
+    """Try up to PLACEMENT_TRIES positions for one object; at the first where it and every
+    object already ``placed`` keep MIN_VISIBLE of their pixels, paint it into ``image``
+    ``(3, H, W)`` and ``owner`` ``(H, W)`` and append its record to ``placed``."""
+    _, h, w = image.shape
+    half_w, half_h, angle = _outline(rng, name, size)
+    for _ in range(PLACEMENT_TRIES):
+        cx, cy = _snap(rng.random() * w), _snap(rng.random() * h)
+        x0, y0, mask = _rasterise(name, cx, cy, half_w, half_h, angle)
+        full = int(mask.sum())
+        # the part inside the image
+        ix0, iy0 = max(x0, 0), max(y0, 0)
+        ix1, iy1 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
+        if full == 0 or ix1 <= ix0 or iy1 <= iy0:
+            continue
+        m = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+        shown = int(m.sum())
+        if shown < MIN_VISIBLE * full:
+            continue
+        window = owner[iy0:iy1, ix0:ix1]
+        covered = window[m]
+        hidden = np.bincount(covered[covered >= 0], minlength=len(placed))
+        if any(
+            hidden[j] and p["shown"] - hidden[j] < MIN_VISIBLE * p["full"]
+            for j, p in enumerate(placed)
+        ):
+            continue
+        for j, p in enumerate(placed):
+            p["shown"] -= int(hidden[j])
+        region = image[:, iy0:iy1, ix0:ix1]
+        under = region[:, m].mean(axis=1)  # (3,) mean colour the object will cover
+        candidates = rng.random((COLOUR_CANDIDATES, 3))
+        colour = candidates[np.argmax(((candidates - under) ** 2).sum(axis=1))]
+        region[:, m] = colour[:, None]
+        window[m] = len(placed)
+        placed.append(
+            {"name": name, "size": size, "full": full, "shown": shown, "colour": colour,
+             "window": (ix0, iy0, ix1, iy1)}
+        )  # fmt: skip
+        return
+
+
+def _add_noise_and_quantise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Pixel noise of a random amplitude, then 8 bits: ``(3, H, W)`` float64 (changed in
+    place) -> ``(H, W, 3)`` uint8."""
+    amplitude = NOISE_MAX * rng.random()
+    noise = rng.random(image.shape)
+    noise -= 0.5
+    noise *= 2 * amplitude
+    image += noise
+    np.clip(image, 0.0, 1.0, out=image)
+    image *= 255
+    image += 0.5  # then truncation rounds to the nearest level
+    return np.ascontiguousarray(image.astype(np.uint8).transpose(1, 2, 0))
+
+
+def _shape_object(p: dict[str, Any], j: int, owner: np.ndarray) -> ShapeObject:
+    """Placed object ``j`` (record ``p``) with the tight box of its visible pixels."""
+    ix0, iy0, ix1, iy1 = p["window"]
+    mine = owner[iy0:iy1, ix0:ix1] == j
+    rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
+    box = (ix0 + int(cols[0]), iy0 + int(rows[0]), ix0 + int(cols[-1]) + 1, iy0 + int(rows[-1]) + 1)
+    return ShapeObject(
+        name=p["name"],
+        label=CLASSES.index(p["name"]),
+        box=box,
+        size=p["size"],
+        visible=p["shown"] / p["full"],
+        area=p["shown"],
+        colour=tuple(float(c) for c in p["colour"]),
+    )
+
+
 def generate_scene(
     rng: np.random.Generator,
     image_size: int,
@@ -198,7 +293,12 @@ def generate_scene(
     min_size: float = MIN_SIZE_FRAC,
     max_size: float = MAX_SIZE_FRAC,
 ) -> ShapesScene:
-    """Draw one scene from ``rng``. See :class:`ShapesDataset` for what is drawn and why."""
+    """Draw one scene from ``rng``. See :class:`ShapesDataset` for what is drawn and why.
+
+    The draws come in a fixed order (background, object count, labels, sizes, then each
+    object's outline, positions and colour, then the noise): the same ``rng`` state gives the
+    same scene, bit for bit.
+    """
     h = w = image_size
     image = _background(rng, h, w)  # (3, H, W) float64
     owner = np.full((h, w), -1, dtype=np.int16)  # which object each pixel shows
@@ -207,88 +307,9 @@ def generate_scene(
     labels = rng.integers(1, len(CLASSES), size=n)
     sizes = image_size * min_size * (max_size / min_size) ** rng.random(n)  # log-uniform
     for i in np.argsort(-sizes, kind="stable"):  # large first, so small ones sit on top
-        name, size = CLASSES[int(labels[i])], _snap(float(sizes[i]))
-        if name == "bar":
-            thick = size / (BAR_ASPECT[0] + (BAR_ASPECT[1] - BAR_ASPECT[0]) * rng.random())
-            half_w, half_h = size / 2, max(_snap(thick), 1.0) / 2
-            tilt = (2 * rng.random() - 1) * BAR_TILT_DEG + 90.0 * int(rng.integers(0, 2))
-            angle = math.radians(tilt)
-        else:
-            aspect = ASPECT_RANGE[0] * (ASPECT_RANGE[1] / ASPECT_RANGE[0]) ** rng.random()
-            long_half, short_half = size / 2, _snap(size / 2 / max(aspect, 1 / aspect))
-            half_w, half_h = (short_half, long_half) if aspect > 1 else (long_half, short_half)
-            angle = rng.random() * (math.pi if name in ("circle", "ring") else 2 * math.pi)
-        for _ in range(PLACEMENT_TRIES):
-            cx, cy = _snap(rng.random() * w), _snap(rng.random() * h)
-            x0, y0, mask = _rasterise(name, cx, cy, half_w, half_h, angle)
-            full = int(mask.sum())
-            # the part inside the image
-            ix0, iy0 = max(x0, 0), max(y0, 0)
-            ix1, iy1 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
-            if full == 0 or ix1 <= ix0 or iy1 <= iy0:
-                continue
-            m = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
-            shown = int(m.sum())
-            if shown < MIN_VISIBLE * full:
-                continue
-            window = owner[iy0:iy1, ix0:ix1]
-            covered = window[m]
-            hidden = np.bincount(covered[covered >= 0], minlength=len(placed))
-            if any(
-                hidden[j] and p["shown"] - hidden[j] < MIN_VISIBLE * p["full"]
-                for j, p in enumerate(placed)
-            ):
-                continue
-            for j, p in enumerate(placed):
-                p["shown"] -= int(hidden[j])
-            region = image[:, iy0:iy1, ix0:ix1]
-            under = region[:, m].mean(axis=1)  # (3,) mean colour the object will cover
-            candidates = rng.random((COLOUR_CANDIDATES, 3))
-            colour = candidates[np.argmax(((candidates - under) ** 2).sum(axis=1))]
-            region[:, m] = colour[:, None]
-            window[m] = len(placed)
-            placed.append(
-                {
-                    "name": name,
-                    "size": size,
-                    "full": full,
-                    "shown": shown,
-                    "colour": colour,
-                    "window": (ix0, iy0, ix1, iy1),
-                }
-            )
-            break
-    amplitude = NOISE_MAX * rng.random()
-    noise = rng.random((3, h, w))
-    noise -= 0.5
-    noise *= 2 * amplitude
-    image += noise
-    np.clip(image, 0.0, 1.0, out=image)
-    image *= 255
-    image += 0.5  # then truncation rounds to the nearest level
-    pixels = np.ascontiguousarray(image.astype(np.uint8).transpose(1, 2, 0))  # (H, W, 3)
-    objects = []
-    for j, p in enumerate(placed):
-        ix0, iy0, ix1, iy1 = p["window"]
-        mine = owner[iy0:iy1, ix0:ix1] == j
-        rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
-        box = (
-            ix0 + int(cols[0]),
-            iy0 + int(rows[0]),
-            ix0 + int(cols[-1]) + 1,
-            iy0 + int(rows[-1]) + 1,
-        )
-        objects.append(
-            ShapeObject(
-                name=p["name"],
-                label=CLASSES.index(p["name"]),
-                box=box,
-                size=p["size"],
-                visible=p["shown"] / p["full"],
-                area=p["shown"],
-                colour=tuple(float(c) for c in p["colour"]),
-            )
-        )
+        _place(rng, image, owner, placed, CLASSES[int(labels[i])], _snap(float(sizes[i])))
+    pixels = _add_noise_and_quantise(rng, image)  # (H, W, 3) uint8
+    objects = [_shape_object(p, j, owner) for j, p in enumerate(placed)]
     return ShapesScene(image=pixels, objects=objects, owner=owner)
 
 

@@ -296,6 +296,22 @@ def _shown(image: Tensor, target: dict[str, Any], ids: Tensor) -> tuple[dict[str
     return out, ids[keep]
 
 
+def _run_recording_draws(step: v2.Transform, sample: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """``step(*sample)``, and the parameters it drew (``make_params``' results, in order)."""
+    drawn: list[dict[str, Any]] = []
+    make_params = step.make_params
+
+    def record(flat_inputs: list[Any]) -> dict[str, Any]:
+        drawn.append(make_params(flat_inputs))
+        return drawn[-1]
+
+    step.make_params = record  # see what the step draws; the class's method is untouched
+    try:
+        return step(*sample), drawn
+    finally:
+        del step.make_params
+
+
 def augmentation_stages(
     image: Tensor,
     target: dict[str, Any],
@@ -342,19 +358,8 @@ def augmentation_stages(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for step in steps:
-            drawn: list[dict[str, Any]] = []
-            make_params = step.make_params
-
-            def record(flat_inputs: list[Any], make_params=make_params, drawn=drawn):
-                drawn.append(make_params(flat_inputs))
-                return drawn[-1]
-
             before = sample[0]
-            step.make_params = record  # see what the step draws; the class's method is untouched
-            try:
-                sample = step(*sample)
-            finally:
-                del step.make_params
+            sample, drawn = _run_recording_draws(step, sample)
             ids = sample[1]["_box_index"].as_subclass(Tensor)  # (G',) original box of each box
             plain_image, plain_target = _to_plain(sample[0], dict(sample[1]), target)
             shown, ids = _shown(plain_image, plain_target, ids)

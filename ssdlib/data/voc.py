@@ -38,6 +38,31 @@ VOC_TARS = {  # what each year's download is called; 2007 has a separate test se
 }
 
 
+def _number(node: ET.Element | None, tag: str, where: str) -> float:
+    """The number in ``node``'s child ``<tag>``; a missing or non-number one names ``where``."""
+    text = node.findtext(tag) if node is not None else None
+    if text is None:
+        raise DatasetError(f"{where}: missing <{tag}>")
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(f"{where}: <{tag}> is {text!r}, not a number") from None
+
+
+def _image_size(
+    root: ET.Element, xml_path: Path, image_path: str | os.PathLike | None
+) -> tuple[int, int]:
+    """``(width, height)`` from the XML's ``<size>``, else from the image file's header."""
+    size = root.find("size")
+    if size is not None and size.find("width") is not None:
+        where = f"{xml_path} <size>"
+        return int(_number(size, "width", where)), int(_number(size, "height", where))
+    if image_path is not None:
+        with Image.open(image_path) as im:  # reads the header only
+            return im.size
+    raise DatasetError(f"{xml_path}: no <size> and no image to read the size from")
+
+
 def parse_voc_xml(
     xml_path: str | os.PathLike,
     classes: Sequence[str] = VOC_CLASSES,
@@ -68,24 +93,7 @@ def parse_voc_xml(
     if root.tag != "annotation":
         raise DatasetError(f"{xml_path}: expected an <annotation> root element, got <{root.tag}>")
 
-    def number(node: ET.Element | None, tag: str, where: str) -> float:
-        text = node.findtext(tag) if node is not None else None
-        if text is None:
-            raise DatasetError(f"{where}: missing <{tag}>")
-        try:
-            return float(text)
-        except ValueError:
-            raise DatasetError(f"{where}: <{tag}> is {text!r}, not a number") from None
-
-    size = root.find("size")
-    if size is not None and size.find("width") is not None:
-        width, height = (int(number(size, t, f"{xml_path} <size>")) for t in ("width", "height"))
-    elif image_path is not None:
-        with Image.open(image_path) as im:  # reads the header only
-            width, height = im.size
-    else:
-        raise DatasetError(f"{xml_path}: no <size> and no image to read the size from")
-
+    width, height = _image_size(root, xml_path, image_path)
     boxes, labels, difficult = [], [], []
     for k, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -97,7 +105,7 @@ def parse_voc_xml(
         box = obj.find("bndbox")
         if box is None:
             raise DatasetError(f"{where}: missing <bndbox>")
-        xmin, ymin, xmax, ymax = (number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        xmin, ymin, xmax, ymax = (_number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
         # 1-based inclusive pixels -> 0-based, x2 one past the last column
         xyxy = checker.check((xmin - 1, ymin - 1, xmax, ymax), width, height, where)
         if xyxy is None:
