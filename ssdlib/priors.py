@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .boxes import _as_boxes, box_iou, cxcywh_to_xyxy
+from .boxes import _as_boxes, box_area, box_iou, cxcywh_to_xyxy
 from .matching import IOU_THRESHOLD
-from .report import COVERAGE_SIZE_EDGES, share_by_size
+from .utils import share_by_size
 
 
 @dataclass(frozen=True)
@@ -417,6 +417,11 @@ def config_difference(a: PriorConfig, b: PriorConfig) -> str:
 # box shapes learned from the objects instead of picked by hand (as YOLOv2 chose its anchors).
 
 
+COVERAGE_SIZE_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)  # fractions of the
+# image side, for how well default boxes cover objects of any size: finer at the small end,
+# where default boxes leave the largest gaps, and up to the largest scales (s_max = 0.9)
+
+
 @dataclass
 class CoverageReport:
     """How well a set of default boxes covers a set of ground-truth boxes."""
@@ -468,10 +473,9 @@ def default_box_coverage(
         default_boxes(cfg_or_priors) if isinstance(cfg_or_priors, PriorConfig) else cfg_or_priors
     )
     iou = box_iou(objects, cxcywh_to_xyxy(priors.float().cpu()))  # (N, P)
-    best = iou.max(dim=1).values if len(objects) else torch.zeros(0)
+    best = iou.max(dim=1).values
     num = (iou >= threshold).sum(dim=1)
-    wh = (objects[:, 2:] - objects[:, :2]).clamp(min=0)
-    sizes = (wh[:, 0] * wh[:, 1]).sqrt()
+    sizes = box_area(objects).sqrt()
     counts, share = share_by_size(sizes.numpy(), (best >= threshold).numpy(), bin_edges)
     edges = torch.tensor(bin_edges, dtype=torch.float32)
     per_bin = torch.from_numpy(share).float()

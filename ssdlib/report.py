@@ -12,9 +12,9 @@ plotting (its figures are in :mod:`ssdlib.viz.report`; the speed, §3.7, is in
 1. the pycocotools table as text (:func:`coco_summary`);
 2. every detection labelled correct or by the kind of its mistake, every object found or
    missed (:func:`diagnose` -> :class:`Diagnosis`);
-3. recall by object size: the one binning of a per-object flag by size
-   (:func:`share_by_size`) and its edges, used here, by :mod:`ssdlib.experiments` and by the
-   default boxes' coverage;
+3. recall by object size (:meth:`Diagnosis.recall_by_size`, binned by
+   :func:`ssdlib.utils.share_by_size`, as the experiments' recall and the default boxes'
+   coverage are);
 4. which classes are taken for which (:func:`confusion_matrix`, :func:`most_confused`).
 
 Boxes are xyxy in the pixels of each image, as :func:`ssdlib.evaluate.evaluate` returns them.
@@ -31,23 +31,18 @@ from typing import Any
 import numpy as np
 
 from .detections import ImageArrays, evaluated_classes, iou_numpy, read_inputs
+from .utils import share_by_size
 from .voc_metric import VOC_IOU_THRESHOLD
 
 REPORT_SCORE_THRESHOLD = 0.5  # a detection someone would act on; mAP itself uses every score
 BACKGROUND_IOU = 0.1  # Hoiem et al.: under this overlap with every object, a false positive
 # "fired on background"; from it up to 0.5 with its own class, it is a localisation error
-# Object-size bins, √(w·h), for share_by_size. Three sets, because three questions:
+# Object-size bins, √(w·h), for share_by_size (the experiments and the default boxes name their
+# own, in fractions of the image side):
 SIZE_EDGES_PX = (0, 16, 32, 64, 128, 256, math.inf)  # pixels, in octaves: a diagnosis knows
 # each box in its own image's pixels but not the image's size (lesson 8's images differ), each
 # layer's default boxes are about twice the previous layer's, and log-uniform sizes fill every
 # octave alike
-RECALL_SIZE_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 1.0)  # fractions of the image side
-# (the experiments' square shapes images): finer at the small end, where recall changes
-# fastest; one last bin from 0.45, since an eighth of the shapes are larger (76 of the 592
-# validation objects; edges at 0.6 and 0.8 would leave 3 in the top bin)
-COVERAGE_SIZE_EDGES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)  # fractions of the
-# image side, for how well default boxes cover objects of any size: finer at the small end,
-# where default boxes leave the largest gaps, and up to the largest scales (s_max = 0.9)
 
 # The kinds of detection, in the order Hoiem et al. test them (duplicates, which they count as
 # localisation errors, get their own kind: they show what NMS let through).
@@ -142,7 +137,7 @@ class Diagnosis:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Objects per size bin and the share found at ``score_threshold`` (nan for an empty
         bin). Bin ``i`` holds sizes √(w·h) in ``[edges[i], edges[i + 1])`` pixels (see
-        :func:`share_by_size`).
+        :func:`ssdlib.utils.share_by_size`).
 
         Returns:
             ``(counts (len(edges) - 1,), recall (len(edges) - 1,))``.
@@ -322,46 +317,6 @@ def _objects(
         "obj_box": np.concatenate([np.zeros((0, 4))] + [g.boxes for g in gts])[counted],
         "obj_score": obj_score[counted],
     }
-
-
-# -- 3. Recall by object size (SSD Fig. 4) -----------------------------------------------------
-
-
-def share_by_size(
-    sizes: np.ndarray, flags: np.ndarray, edges: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Objects per size bin and the share of them whose ``flag`` is set: recall by size when the
-    flag is "found", default-box coverage when it is "a default box reaches IoU 0.5".
-
-    Bin ``i`` holds sizes in ``[edges[i], edges[i + 1])``; the last bin also holds sizes at or
-    above its upper edge (an object as large as the image counts), and sizes below ``edges[0]``
-    count nowhere. The edges are in the unit of the sizes: :data:`SIZE_EDGES_PX` for pixels,
-    :data:`RECALL_SIZE_EDGES` or :data:`COVERAGE_SIZE_EDGES` for fractions of the image side.
-
-    Args:
-        sizes: ``(N,)`` object sizes, e.g. √(w·h).
-        flags: ``(N,)`` bool, one per object.
-        edges: ``S + 1`` increasing numbers (the last may be ``math.inf``).
-
-    Returns:
-        ``(counts (S,) int64, share (S,) float64)``, the share nan where a bin is empty.
-    """
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"edges must be at least 2 increasing numbers, got {edges.tolist()}")
-    sizes, flags = np.asarray(sizes, dtype=np.float64), np.asarray(flags, dtype=bool)
-    if sizes.shape != flags.shape or sizes.ndim != 1:
-        raise ValueError(
-            f"need sizes and flags of one shape (N,), got {sizes.shape}, {flags.shape}"
-        )
-    num_bins = len(edges) - 1
-    bins = np.minimum(np.digitize(sizes, edges) - 1, num_bins - 1)  # (N,) -1: below every bin
-    inside = bins >= 0
-    counts = np.bincount(bins[inside], minlength=num_bins)
-    hits = np.bincount(bins[inside], weights=flags[inside].astype(float), minlength=num_bins)
-    share = np.full(num_bins, np.nan)
-    share[counts > 0] = hits[counts > 0] / counts[counts > 0]
-    return counts, share
 
 
 # -- 4. Confusion between classes --------------------------------------------------------------

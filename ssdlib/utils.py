@@ -1,5 +1,5 @@
 """Small shared helpers: seeding, device choice, atomic file writes, input statistics, the
-colour palette."""
+colour palette, and objects binned by size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -103,3 +103,44 @@ def _remove_stale_temps(path: Path) -> None:
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`atomic_write`: a crash leaves the previous file intact."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+# -- Objects by size: recall by size (lessons 6-8), default-box coverage (lesson 2) -------------
+
+
+def share_by_size(
+    sizes: np.ndarray, flags: np.ndarray, edges: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Objects per size bin and the share of them whose ``flag`` is set: recall by size when the
+    flag is "found", default-box coverage when it is "a default box reaches IoU 0.5".
+
+    Bin ``i`` holds sizes in ``[edges[i], edges[i + 1])``; the last bin also holds sizes at or
+    above its upper edge (an object as large as the image counts), and sizes below ``edges[0]``
+    count nowhere. The edges are in the unit of the sizes, and each user names its own:
+    :data:`ssdlib.report.SIZE_EDGES_PX` (pixels), :data:`ssdlib.experiments.RECALL_SIZE_EDGES`
+    and :data:`ssdlib.priors.COVERAGE_SIZE_EDGES` (fractions of the image side).
+
+    Args:
+        sizes: ``(N,)`` object sizes, e.g. √(w·h).
+        flags: ``(N,)`` bool, one per object.
+        edges: ``S + 1`` increasing numbers (the last may be ``math.inf``).
+
+    Returns:
+        ``(counts (S,) int64, share (S,) float64)``, the share nan where a bin is empty.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"edges must be at least 2 increasing numbers, got {edges.tolist()}")
+    sizes, flags = np.asarray(sizes, dtype=np.float64), np.asarray(flags, dtype=bool)
+    if sizes.shape != flags.shape or sizes.ndim != 1:
+        raise ValueError(
+            f"need sizes and flags of one shape (N,), got {sizes.shape}, {flags.shape}"
+        )
+    num_bins = len(edges) - 1
+    bins = np.minimum(np.digitize(sizes, edges) - 1, num_bins - 1)  # (N,) -1: below every bin
+    inside = bins >= 0
+    counts = np.bincount(bins[inside], minlength=num_bins)
+    hits = np.bincount(bins[inside], weights=flags[inside].astype(float), minlength=num_bins)
+    share = np.full(num_bins, np.nan)
+    share[counts > 0] = hits[counts > 0] / counts[counts > 0]
+    return counts, share

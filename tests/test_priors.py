@@ -10,6 +10,7 @@ from torchvision.ops import box_iou as tv_box_iou
 
 from ssdlib.boxes import cxcywh_to_xyxy
 from ssdlib.priors import (
+    COVERAGE_SIZE_EDGES,
     KMEANS_MAX_ITERS,
     SSD300_COCO,
     SSD300_VOC,
@@ -26,7 +27,6 @@ from ssdlib.priors import (
     prior_index,
     shape_iou,
 )
-from ssdlib.report import COVERAGE_SIZE_EDGES
 
 
 def one_cell(aspect_ratios=(2,), clip=False, min_size=30, max_size=60) -> PriorConfig:

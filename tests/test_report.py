@@ -33,8 +33,8 @@ from ssdlib.report import (
     confusion_matrix,
     diagnose,
     most_confused,
-    share_by_size,
 )
+from ssdlib.utils import share_by_size
 from ssdlib.viz import report as viz_report
 from ssdlib.voc_metric import IGNORED, TRUE_POSITIVE, precision_recall, voc_match
 
