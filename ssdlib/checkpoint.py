@@ -156,9 +156,7 @@ def _from_version_1(ckpt: dict[str, Any], kind: str) -> dict[str, Any]:
     needed = ("cfg", "class_names", "width", "batch_norm")
     if args is None or any(k not in args for k in needed) or ckpt.get("state_dict") is None:
         return {k: v for k, v in ckpt.items() if k not in ("model", "state_dict")}  # incomplete
-    mean = args.get("mean", IMAGENET_MEAN)
-    std = args.get("std", IMAGENET_STD)
-    ckpt["model"] = config_from_v1(args, mean, std).to_dict()
+    ckpt["model"] = config_from_v1(args, IMAGENET_MEAN, IMAGENET_STD).to_dict()
     return ckpt
 
 

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from .boxes import box_iou
 
-def _to_numpy(x: Any, where: str, dtype: type = np.float64) -> np.ndarray:
+
+def _to_numpy(x: Any, dtype: type = np.float64) -> np.ndarray:
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
@@ -45,7 +48,7 @@ def _read_image(d: dict[str, Any], where: str, is_prediction: bool) -> ImageArra
     missing = [k for k in required if k not in d]
     if missing:
         raise KeyError(f"{where}: missing {missing}; has {sorted(d)}")
-    boxes = _to_numpy(d["boxes"], where)
+    boxes = _to_numpy(d["boxes"])
     if boxes.size == 0:
         boxes = boxes.reshape(0, 4)  # an empty list or a (0,) tensor: no boxes
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -58,7 +61,7 @@ def _read_image(d: dict[str, Any], where: str, is_prediction: bool) -> ImageArra
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{where}: box {i} = {boxes[i].tolist()} has x2 < x1 or y2 < y1 (xyxy?)")
-    out = ImageArrays(boxes=boxes, labels=_to_numpy(d["labels"], where, np.int64).reshape(-1))
+    out = ImageArrays(boxes=boxes, labels=_to_numpy(d["labels"], np.int64).reshape(-1))
     if out.labels.shape != (n,):
         raise ValueError(f"{where}: {n} boxes but labels of shape {out.labels.shape}")
     if n and out.labels.min() < 1:
@@ -68,7 +71,7 @@ def _read_image(d: dict[str, Any], where: str, is_prediction: bool) -> ImageArra
         if key not in d:
             continue
         dtype = bool if key in ("difficult", "iscrowd") else np.float64
-        value = _to_numpy(d[key], where, dtype).reshape(-1)
+        value = _to_numpy(d[key], dtype).reshape(-1)
         if value.shape != (n,):
             raise ValueError(f"{where}: {n} boxes but {key} of shape {value.shape}")
         setattr(out, key, value)
@@ -112,11 +115,6 @@ def class_key(label: int, class_names: Sequence[str] | None) -> str:
 
 
 def iou_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``, 0 where the union is empty."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    """IoU of xyxy boxes ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``, 0 where the union is empty:
+    :func:`ssdlib.boxes.box_iou` on the arrays."""
+    return box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()

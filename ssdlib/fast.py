@@ -205,11 +205,11 @@ def background_loss(conf_pred: Tensor) -> Tensor:
     """
     if conf_pred.dim() != 3:
         raise ValueError(f"expected conf_pred of shape (B, P, K), got {tuple(conf_pred.shape)}")
-    ranking = conf_pred.new_empty(conf_pred.shape[:2], dtype=torch.float32)
     with torch.no_grad():
         if conf_pred.device.type != "cpu":
             # One kernel over the whole batch; a GPU has no cache to fit and no check to wait for.
             return readable_loss.background_loss(conf_pred)
+        ranking = conf_pred.new_empty(conf_pred.shape[:2], dtype=torch.float32)
         # A few images at a time, reusing one buffer that stays in the cache between the steps.
         chunk = max(1, min(IMAGES_PER_CHUNK, len(conf_pred)))  # a lone image needs no more
         buffer = conf_pred.new_empty((chunk, *conf_pred.shape[1:]), dtype=torch.float32)
@@ -299,7 +299,7 @@ def _in_reference_order(
     pair_scores: Tensor, pair_idx: Tensor, p: int, k: int
 ) -> tuple[Tensor, Tensor]:
     """Sort ``(N, n)`` (box, class) pairs best first, breaking ties of score by class, then by
-    box, as the per-class loop of :func:`postprocess_reference` (and torchvision) does."""
+    box, as the per-class loop of :func:`ssdlib.nms.postprocess` (and torchvision) does."""
     class_major = (pair_idx % k) * p + pair_idx // k  # (N, n)
     by_class = class_major.argsort(dim=1)
     pair_scores, pair_idx = pair_scores.gather(1, by_class), pair_idx.gather(1, by_class)

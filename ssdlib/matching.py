@@ -228,11 +228,8 @@ def assign_targets(
     gt_labels, valid = gt_labels.to(priors.device), valid.to(priors.device)
     b, g = valid.shape
 
-    # IoU of each image's objects with every default box, padded to the most objects (padding
-    # rows are 0 and masked by valid).
-    priors_xyxy = cxcywh_to_xyxy(priors)
-    per_image = [box_iou(boxes.to(priors), priors_xyxy) for boxes in gt_boxes_list]  # (G_i, P)
-    iou = torch.nn.utils.rnn.pad_sequence(per_image, batch_first=True)  # (B, G, P)
+    # IoU of each image's objects with every default box (padding rows are masked by valid).
+    iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors).expand(b, -1, -1))  # (B, G, P)
     matched = match_iou(iou, iou_threshold, valid)  # (B, P), -1 = background
     positive = matched >= 0
 

@@ -112,16 +112,15 @@ class ModelConfig:
             raise ValueError(f"mean and std need 3 values, std > 0; got {mean}, {std}")
         sources = _check_sources(self.priors, self.sources)
         paper = sources == tuple(range(len(self.priors.feature_maps)))
+        # mean and std as the buffers hold them (float32), so that a config read back from a
+        # model's weights equals the one it was built from
         for name, value in (
             ("class_names", names),
             ("width", float(self.width)),
             ("batch_norm", bool(self.batch_norm)),
             ("sources", None if paper else sources),  # one spelling for the paper's choice
-            ("mean", _as_float32(mean)),  # as the buffers hold them, so that a config read
-            (
-                "std",
-                _as_float32(std),
-            ),  # back from a model's weights equals the one it was built from
+            ("mean", _as_float32(mean)),
+            ("std", _as_float32(std)),
         ):
             object.__setattr__(self, name, value)
 
@@ -168,8 +167,13 @@ class ModelConfig:
         input normalisation, stored as buffers)."""
         if other.num_classes != self.num_classes:
             return False
+        return self.with_weights_of(other) == self
+
+    def with_weights_of(self, other: ModelConfig) -> ModelConfig:
+        """``other`` with what weights bring along (class names, mean, std) taken from this
+        config: what must equal this config for the weights to fit."""
         brought = {"class_names": self.class_names, "mean": self.mean, "std": self.std}
-        return dataclasses.replace(other, **brought) == self
+        return dataclasses.replace(other, **brought)
 
 
 def _check_sources(cfg: PriorConfig, sources: Sequence[int] | None) -> tuple[int, ...]:
@@ -429,8 +433,7 @@ class SSD(nn.Module):
         if self.config.takes_weights_of(theirs):
             return
         if theirs.num_classes == self.num_classes:  # what the weights bring never matters
-            brought = {"class_names": self.config.class_names, "mean": self.config.mean}
-            theirs = dataclasses.replace(theirs, **brought, std=self.config.std)
+            theirs = self.config.with_weights_of(theirs)
         raise ValueError(
             f"{source} holds weights for another network: {theirs.difference(self.config)} "
             f"(its {theirs.priors.name} vs this model's {self.cfg.name})"

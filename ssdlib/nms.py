@@ -25,6 +25,7 @@ from torchvision.ops import batched_nms
 
 from .boxes import VARIANCES, _as_boxes, box_iou, clip_boxes, decode, unit_to_pixels
 from .loss import _check_predictions
+from .matching import _check_threshold
 
 SCORE_THRESHOLD = 0.01  # "a confidence threshold of 0.01" (SSD §3)
 NMS_IOU_THRESHOLD = 0.45  # "nms with jaccard overlap of 0.45 per class" (SSD §3)
@@ -37,8 +38,7 @@ def _check_nms_input(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Non
         raise ValueError(f"expected boxes of shape (N, 4), got {tuple(boxes.shape)}")
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"expected scores of shape ({boxes.shape[0]},), got {tuple(scores.shape)}")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    _check_threshold(iou_threshold)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float = NMS_IOU_THRESHOLD) -> Tensor:
@@ -132,8 +132,7 @@ def _check_postprocess_call(
     _check_outputs(loc_pred, conf_pred, priors)
     if not 0 <= score_threshold <= 1:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    _check_threshold(iou_threshold)
     if top_k < 0 or candidates_per_class < 0:
         raise ValueError(
             f"top_k and candidates_per_class must be >= 0, got {top_k} and {candidates_per_class}"

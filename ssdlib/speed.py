@@ -38,7 +38,8 @@ class InferenceTiming:
     precision: str  # "fp32", "bf16" or "fp16" (autocast around the network)
     network_ms: float  # the forward pass: images (B, 3, S, S) -> loc, conf
     postprocess_ms: float  # decode + per-class NMS + top-k (ssdlib.fast.postprocess)
-    total_ms: float  # both, timed together: what one call of model.detect costs, per batch
+    total_ms: float  # median over the calls of network + postprocess (each call timed as a
+    # whole): model.detect's cost per batch, less its resizing
 
     @property
     def images_per_s(self) -> float:

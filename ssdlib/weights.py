@@ -1,4 +1,4 @@
-"""Pretrained weights and checkpoints for :class:`ssdlib.model.SSD`.
+"""Pretrained weights and the shipped models for :class:`ssdlib.model.SSD`.
 
 * :func:`load_vgg16_backbone`: ImageNet VGG16 into the base network (SSD §3, "Base network":
   "VGG16, which is pre-trained on the ILSVRC CLS-LOC dataset ... we convert fc6 and fc7 to

@@ -10,6 +10,7 @@ coco        CocoDataset: any COCO-format instances file
 photos      PhotoDataset: real photographs from scikit-image with hand-drawn boxes
 transforms  train_transform (SSD's augmentation), eval_transform
 loader      collate (samples -> a batch)
+order       the data order of a run: epoch_order, RunBatches, SeededSamples (exact resume)
 """
 
 from .coco import CocoDataset

@@ -15,7 +15,7 @@ to the common sample format: ``(image float32 (3, H, W) in [0, 1], {"boxes": (G,
 pixels, "labels": (G,), ...})``. Images are NOT normalised here: the model carries mean/std.
 
 Randomness comes from torch's global RNG, so ``torch.manual_seed`` repeats a run; training seeds
-each sample's draw (:class:`ssdlib.train.SeededSamples`), in whichever worker it runs.
+each sample's draw (:class:`ssdlib.data.order.SeededSamples`), in whichever worker it runs.
 """
 
 from __future__ import annotations
