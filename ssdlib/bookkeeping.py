@@ -155,9 +155,11 @@ class Bookkeeping:
             desc=f"train {run.config.name}",
             unit="step",
         )
-        # The clock: elapsed_s goes on from the checkpoint's; a row's speed is since the last row.
+        # The clock: elapsed_s goes on from the checkpoint's; a row's speed is since the last row,
+        # less the time spent validating.
         self.start, self.elapsed_before = time.perf_counter(), s.elapsed_s
         self.last_row_time, self.last_row_step = self.start, s.step
+        self.validating_s = 0.0  # since the last row
 
     def after_step(self, loc: float, conf: float, lr: float, interrupts: DeferredInterrupts) -> str:
         """Count the step just taken, then validate, log and save as the config asks. Returns
@@ -168,7 +170,9 @@ class Bookkeeping:
         validating = bool(stopped_by) or (config.eval_every > 0 and s.step % config.eval_every == 0)
         if validating:  # a validation that fails (a bad annotation) leaves the step saved
             run.save(LAST)
+        before = time.perf_counter()
         metrics = run.validate(self.val_set) if validating else {}
+        self.validating_s += time.perf_counter() - before
         if s.step % config.log_every == 0 or validating:
             self._write_row(lr, metrics)
         self.bar.update(1)
@@ -198,15 +202,18 @@ class Bookkeeping:
         s = self.run.state
         now = time.perf_counter()
         images = (s.step - self.last_row_step) * self.run.config.batch_size
-        speed = images / max(now - self.last_row_time, 1e-9)
+        speed = images / max(now - self.last_row_time - self.validating_s, 1e-9)
         row = metrics_row(s, self.budget.steps_per_epoch, lr, speed, metrics)
         s.history.append(row)
         self.log.write(row)
         s.loss_sums = [0.0, 0.0, 0.0]
-        self.last_row_time, self.last_row_step = now, s.step
+        self.last_row_time, self.last_row_step, self.validating_s = now, s.step, 0.0
         self.bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{speed:.1f}")
 
-    def close(self) -> None:
+    def __enter__(self) -> Bookkeeping:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         self.bar.close()
         self.log.close()
 
@@ -218,8 +225,6 @@ class DeferredInterrupts:
 
     def __init__(self) -> None:
         self.count, self.previous = 0, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.count += 1
@@ -236,6 +241,8 @@ class DeferredInterrupts:
             self.previous = None
 
     def __enter__(self) -> DeferredInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -40,12 +40,16 @@ def setup_distributed(device: torch.device | str | None) -> Dist:
         return Dist(device=torch.device(device) if device is not None else default_device())
     owns = False
     if device is None:
-        if torch.cuda.is_available():
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        else:
-            device = torch.device("cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda":
+        if device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"device {str(device)!r} under torchrun would put every process on one GPU: "
+                "give device='cuda' (each process takes the GPU of its LOCAL_RANK)"
+            )
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = device if device.index is not None else torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

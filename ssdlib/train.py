@@ -354,7 +354,8 @@ def train(
         overwrite: start afresh even if ``out_dir`` already holds a run.
         device: default CUDA if present (under torchrun: this process's GPU), else the CPU.
         progress: show a tqdm bar with the loss and images/s.
-        model: train this network instead of a new ``build_ssd(config...)`` (it must match).
+        model: train this network instead of a new ``SSD(config.model_config(classes))`` (its
+            config must equal that one).
 
     Returns:
         A :class:`TrainResult`. Raises :class:`NonFiniteLossError` if the loss becomes inf/nan;
@@ -380,19 +381,19 @@ def _train(
     budget, class_names, out_dir = _check_run(
         config, train_set, val_set, out_dir, resume, overwrite, d
     )
-    run = _Run(config, class_names, model, d, out_dir)
+    run = _Run(config, class_names, model, d, out_dir)  # may still refuse (the model, amp)
+    if overwrite and d.is_main:  # only now: a refused run leaves the old one as it was
+        _remove_run_files(out_dir)
     if resume:
         run.restore(out_dir / LAST, len(train_set))
     s = run.state  # where we are: the bookkeeping updates it in place
     s.train_images = len(train_set)
     net = run.wrap()
-    books = Bookkeeping(run, budget, val_set, progress)
-    # A finished run, resumed with the same budget, stays finished.
-    stopped_by = budget.stop_reason(s)
+    stopped_by = budget.stop_reason(s)  # a finished run, resumed with its budget, stays finished
+    batches = _loader(train_set, config, s, d) if not stopped_by else []
     run.model.train()
-    loader = _loader(train_set, config, s, d)
-    if not stopped_by:
-        for images, targets in loader:
+    with Bookkeeping(run, budget, val_set, progress) as books:  # closed on Ctrl-C and errors too
+        for images, targets in batches:
             images, loc_targets, labels = run.batch(images, targets)  # 1, 2: batch, targets
             lr = config.lr * lr_factor(config, s.step, budget.used(s))
             loc, conf = run.step(net, images, loc_targets, labels, lr)  # 3, 4: loss, step
@@ -402,7 +403,6 @@ def _train(
                 raise KeyboardInterrupt(f"training interrupted{where} (resume=True continues)")
             if stopped_by:
                 break
-    books.close()
     if s.best["step"] < 0:  # no validation: best.pt holds the last weights
         s.best = {"metric": config.best_metric, "value": math.nan, "step": s.step}
         run.save(BEST)
@@ -435,8 +435,8 @@ def _check_run(
     overwrite: bool,
     d: Dist,
 ) -> tuple[Budget, list[str], Path | None]:
-    """Everything a run can refuse before its first step, and the old run's files removed if
-    ``overwrite``. Returns the budget, the class names and the output folder."""
+    """What a run can refuse before it builds the network (:class:`_Run` checks the network
+    and the precision). Returns the budget, the class names and the output folder."""
     if config.batch_size % d.world_size:
         raise ValueError(
             f"batch_size {config.batch_size} does not split over {d.world_size} processes"
@@ -473,11 +473,14 @@ def _check_run(
             "annotations not found, or all left out (difficult, crowd or zero-size boxes)?",
             stacklevel=4,
         )
-    if run_files and overwrite and d.is_main:  # no old weights beside the new run's metrics
-        for name in run_files:
-            (out_dir / name).unlink()
-
     return budget, class_names, out_dir
+
+
+def _remove_run_files(out_dir: Path | None) -> None:
+    """Start again (``overwrite``): no old weights beside the new run's metrics."""
+    for name in (LAST, BEST, METRICS_FILE):
+        if out_dir is not None and (out_dir / name).exists():
+            (out_dir / name).unlink()
 
 
 def _check_resumable(
