@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .loss import NEG_POS_RATIO, background_loss, hard_negative_mining, mining_report
 from .matching import IOU_THRESHOLD, assign_targets
-from .nms import NMS_IOU_THRESHOLD, nms_steps
+from .nms import NMS_IOU_THRESHOLD, NMSStep, nms_steps
 from .priors import (
     SSD300_VOC,
     CoverageReport,
@@ -493,16 +493,23 @@ def nms_explorer(image: Tensor | np.ndarray, boxes: Tensor, scores: Tensor) -> E
     if scores.shape != boxes.shape[:1]:
         raise ValueError(f"expected scores of shape ({len(boxes)},), got {tuple(scores.shape)}")
     threshold = _float_slider("IoU threshold", NMS_IOU_THRESHOLD, 0.05, 0.95, 0.05)
-    first = nms_steps(boxes, scores, NMS_IOU_THRESHOLD)
-    step = _int_slider("step", 0, 0, len(first))
+    last = {NMS_IOU_THRESHOLD: nms_steps(boxes, scores, NMS_IOU_THRESHOLD)}  # the last run
+
+    def steps_at(t: float) -> list[NMSStep]:  # one NMS per threshold, for slider and redraw
+        if t not in last:
+            last.clear()
+            last[t] = nms_steps(boxes, scores, t)
+        return last[t]
+
+    step = _int_slider("step", 0, 0, len(steps_at(NMS_IOU_THRESHOLD)))
 
     def fit_steps(change: dict) -> None:
-        step.max = len(nms_steps(boxes, scores, change["new"]))  # the value clamps if larger
+        step.max = len(steps_at(change["new"]))  # the value clamps if larger
 
     threshold.observe(fit_steps, "value")  # registered first, so it runs before the redraw
 
     def draw(threshold: float, step: int):
-        steps = nms_steps(boxes, scores, threshold)
+        steps = steps_at(threshold)
         step = min(step, len(steps))
         fig, ax = plt.subplots(figsize=(5.5, 5.2), layout="constrained")
         plot_nms_step(image, boxes, scores, steps, step, ax=ax)

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from ..boxes import _as_boxes
+from ..boxes import _as_boxes, pixels_to_unit
 from ..priors import PriorConfig
 from ..utils import TAB10
 
@@ -41,17 +41,27 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (4.5, 4.5)) -> Axe
     return ax
 
 
-def _panels(n: int, ncols: int | None = None, size: float = PANEL_INCHES) -> tuple[Figure, list]:
-    """A figure with ``n`` image panels in a grid; the unused ones are hidden."""
+def _panels(
+    n: int, ncols: int | None = None, size: float | tuple[float, float] = PANEL_INCHES
+) -> tuple[Figure, list]:
+    """A figure with ``n`` image panels in a grid; the unused ones are hidden. ``size`` is a
+    panel's side in inches, or its ``(width, height)``."""
     ncols = ncols or min(n, 3)
     nrows = math.ceil(n / ncols)
+    width, height = size if isinstance(size, tuple) else (size, size)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size * ncols, size * nrows), layout="constrained", squeeze=False
+        nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", squeeze=False
     )
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
+
+
+def _pixels_to_unit(boxes: Tensor | np.ndarray, width: int, height: int) -> Tensor:
+    """``(N, 4)`` (or one ``(4,)``) xyxy pixels of a ``width`` × ``height`` image -> ``(N, 4)``
+    xyxy normalised to it, a float32 CPU tensor, what :func:`draw_boxes` takes."""
+    return pixels_to_unit(_as_boxes(boxes), width, height)
 
 
 def image_to_numpy(image: Tensor | np.ndarray) -> np.ndarray:
@@ -108,7 +118,7 @@ def draw_boxes(
         ax: axes set up by :func:`show_image` (or any axes in the same units as the boxes).
         boxes: ``(N, 4)`` xyxy, normalised.
         color: one colour for all, or one per box; None gives each box its own palette colour.
-        labels: optional text per box, written at its top-left corner.
+        labels: optional text per box, on a tag at its top corner (kept inside the image).
 
     Returns:
         The ``N`` rectangles added (tests and widgets read their geometry back).
@@ -137,16 +147,7 @@ def draw_boxes(
         ax.add_patch(rect)
         patches.append(rect)
         if labels is not None and labels[i]:
-            ax.text(
-                x1,
-                y1,
-                labels[i],
-                color="white",
-                fontsize=8,
-                va="bottom",
-                ha="left",
-                bbox={"facecolor": c, "alpha": 0.8, "pad": 1, "linewidth": 0},
-            )
+            _label_box(ax, (x1, y1, x2, y2), labels[i], c)
     return patches
 
 
@@ -165,7 +166,7 @@ LABEL_TOP_ROOM = 0.06  # a box whose top is this close to the image's top edge (
 LABEL_RIGHT_ROOM = 0.15  # a box starting this close to the right edge gets a right-aligned label
 
 
-def _label_box(ax: Axes, box: Tensor, text: str, color: str | tuple) -> None:
+def _label_box(ax: Axes, box: Tensor | Sequence[float], text: str, color: str | tuple) -> None:
     """Write ``text`` on a coloured tag at the box's top corner, kept inside the image."""
     x1, y1, x2, _ = (float(v) for v in box)
     at_right = x1 > 1 - LABEL_RIGHT_ROOM

@@ -24,10 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..boxes import pixels_to_unit
 from ..data.transforms import AugmentStage, DetectionTransform, augmentation_stages
 from ..widgets import SLIDER_STYLE, WIDE, Explorer
-from .common import PALETTE, _new_axes, draw_boxes, show_image
+from .common import _color, _new_axes, _pixels_to_unit, draw_boxes, show_image
 
 STAGE_PANEL_INCHES = 2.6  # side of one stage panel: six stages fit a notebook's width in a row
 MAX_SEED = 99  # the explorer's seed slider runs over 0..99: plenty of different draws
@@ -35,12 +34,6 @@ LOG_SIZE_BINS = 30  # histogram bins of object size on the log axis
 TITLE_WIDTH = 34  # characters per title line of a stage panel: long notes wrap, not overlap
 TITLE_PAD = 12  # points between a stage panel and its title: room for a box label at the top
 METRIC_LABELS = {"map_50": "mAP@0.5", "map": "COCO mAP@[.5:.95]", "voc07_map": "VOC07 mAP"}
-
-
-def _pixels_to_unit(boxes: Tensor, image: Tensor) -> Tensor:
-    """``(G, 4)`` xyxy pixels of ``image`` ``(3, H, W)`` -> xyxy normalised to [0, 1]."""
-    h, w = image.shape[-2:]
-    return pixels_to_unit(boxes.float(), w, h)
 
 
 # -- SSD §2.2 Data augmentation ------------------------------------------------------------------
@@ -87,8 +80,8 @@ def plot_augmentation_stages(
         labels = None
         if class_names is not None:
             labels = [class_names[int(c)] for c in stage.target["labels"]]
-        colors = [PALETTE[int(j) % len(PALETTE)] for j in stage.object_ids]
-        draw_boxes(ax, _pixels_to_unit(stage.target["boxes"], stage.image), colors, labels)
+        colors = [_color(int(j)) for j in stage.object_ids]
+        draw_boxes(ax, _pixels_to_unit(stage.target["boxes"], w, h), colors, labels)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -175,7 +168,7 @@ def plot_size_distributions(
             weights=weights,
             histtype="step",
             linewidth=2,
-            color=PALETTE[i % len(PALETTE)],
+            color=_color(i),
             label=f"{label} (n={len(v)})",
         )
     if small is not None:
@@ -195,12 +188,18 @@ def _value(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
+def _log_middles(edges: np.ndarray) -> np.ndarray:
+    """Where to draw each size bin on the log axis: the geometric middle of its edges, the first
+    bin (from 0) taken to start at a quarter of its upper edge, where the axis starts."""
+    return np.sqrt(np.maximum(edges[:-1], edges[1] / 4) * edges[1:])
+
+
 def plot_loss_curves(results: Mapping[str, Mapping[str, Any]], ax: Axes | None = None) -> Axes:
     """The training loss (averaged over each logged stretch of steps) of several runs."""
     ax = _new_axes(ax, figsize=(5.5, 3.4))
     for i, (label, r) in enumerate(results.items()):
         curve = r["loss_curve"]
-        ax.plot(curve["step"], curve["loss"], marker=".", color=PALETTE[i % 10], label=label)
+        ax.plot(curve["step"], curve["loss"], marker=".", color=_color(i), label=label)
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (loc + conf)")
     ax.grid(alpha=0.3)
@@ -230,7 +229,7 @@ def plot_metric_bars(
     for i, (label, r) in enumerate(results.items()):
         values = [_value(r.get(k)) for k in keys]
         pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, np.nan_to_num(values), width * 0.95, color=PALETTE[i % 10], label=label)
+        ax.bar(pos, np.nan_to_num(values), width * 0.95, color=_color(i), label=label)
         for p, v in zip(pos, values, strict=True):
             text = "n/a" if math.isnan(v) else f"{v:.2f}"
             ax.text(p, 0 if math.isnan(v) else v, text, ha="center", va="bottom", fontsize=7)
@@ -266,7 +265,7 @@ def plot_recall_by_size_runs(
     if band:
         rec = next(iter(band.values()))["recall_by_size"]
         edges = np.asarray(rec["bin_edges"])
-        centres = np.sqrt(np.maximum(edges[:-1], edges[1] / 4) * edges[1:])  # log-middle
+        centres = _log_middles(edges)
         values = np.array(
             [[_value(v) for v in r["recall_by_size"]["recall"]] for r in band.values()]
         )
@@ -275,13 +274,12 @@ def plot_recall_by_size_runs(
     for i, (label, r) in enumerate(results.items()):
         rec = r["recall_by_size"]
         edges = np.asarray(rec["bin_edges"])
-        centres = np.sqrt(np.maximum(edges[:-1], edges[1] / 4) * edges[1:])  # log-middle
+        centres = _log_middles(edges)
         values = [_value(v) for v in rec["recall"]]
-        ax.plot(centres, values, marker="o", color=PALETTE[i % 10], label=label)
+        ax.plot(centres, values, marker="o", color=_color(i), label=label)
     if edges is not None:
         first = next(iter({**(band or {}), **results}.values()))["recall_by_size"]
-        for e0, e1, count in zip(edges[:-1], edges[1:], first["num_objects"], strict=True):
-            middle = math.sqrt(max(e0, edges[1] / 4) * e1)
+        for middle, count in zip(_log_middles(edges), first["num_objects"], strict=True):
             ax.text(middle, 0.02, str(count), ha="center", va="bottom", fontsize=7, color="0.3")
         for e in edges[1:-1]:
             ax.axvline(e, color="0.85", linewidth=0.8, zorder=0)
@@ -316,7 +314,7 @@ def plot_accuracy_vs_speed(
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     fig = axes[0].figure
     for i, (label, r) in enumerate(results.items()):
-        color = PALETTE[i % 10]
+        color = _color(i)
         speed = speeds[label] if speeds is not None else r["images_per_s"]
         axes[0].scatter(r["num_priors"], _value(r[metric]), s=50, color=color, label=label)
         axes[1].scatter(r["num_priors"], speed, s=50, color=color, label=label)

@@ -18,22 +18,20 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..boxes import pixels_to_unit
 from ..detections import iou_numpy
 from ..report import (
     ERROR_KINDS,
     REPORT_SCORE_THRESHOLD,
     SIZE_EDGES_PX,
     Diagnosis,
-    share_by_size,
 )
+from ..utils import share_by_size
 from ..voc_metric import PRCurve
-from .common import GT_COLOR, PALETTE, draw_boxes, show_image
+from .common import GT_COLOR, _color, _panels, _pixels_to_unit, draw_boxes, show_image
 from .nms import plot_detections
 
 KIND_COLORS = ("#d9d9d9", "#1f77b4", "#17becf", "#d62728", "#9467bd")  # correct: a quiet grey
@@ -86,7 +84,7 @@ def plot_pr_curves(curves: dict[int, PRCurve], ax: Axes | None = None) -> Axes:
             continue
         recall = np.concatenate([[0.0], curve.recall])
         precision = np.concatenate([[1.0], curve.precision])
-        ax.plot(recall, precision, color=PALETTE[(i + 1) % len(PALETTE)], label=_curve_label(curve))
+        ax.plot(recall, precision, color=_color(i + 1), label=_curve_label(curve))
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
     ax.set_title("precision-recall per class (IoU 0.5)", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
@@ -96,13 +94,6 @@ def plot_pr_curves(curves: dict[int, PRCurve], ax: Axes | None = None) -> Axes:
 
 def _curve_label(curve: PRCurve) -> str:
     return f"{curve.name}  AP {curve.ap:.2f}"
-
-
-def _normalised(boxes: Tensor | np.ndarray, height: int, width: int) -> Tensor:
-    """``(N, 4)`` xyxy pixels -> xyxy normalised to the image, for :mod:`ssdlib.viz`."""
-    return pixels_to_unit(
-        torch.as_tensor(np.asarray(boxes), dtype=torch.float32).reshape(-1, 4), width, height
-    )
 
 
 def plot_image_detections(
@@ -130,7 +121,7 @@ def plot_image_detections(
     keep = detections["scores"] >= score_threshold
     ax = plot_detections(
         image,
-        _normalised(detections["boxes"][keep].cpu(), h, w),
+        _pixels_to_unit(detections["boxes"][keep].cpu(), w, h),
         detections["scores"][keep].cpu(),
         detections["labels"][keep].cpu(),
         class_names,
@@ -138,7 +129,7 @@ def plot_image_detections(
         title=title,
     )
     if target is not None:
-        draw_boxes(ax, _normalised(target["boxes"], h, w), color=GT_COLOR, linestyle="--")
+        draw_boxes(ax, _pixels_to_unit(target["boxes"], w, h), color=GT_COLOR, linestyle="--")
     return ax
 
 
@@ -208,6 +199,7 @@ ZOOM_CONTEXT = 3.0  # a gallery panel shows three times the box's longer side: o
 MIN_ZOOM = 0.25  # ... but never less than a quarter of the image's longer side
 MAX_CONTEXT_DETECTIONS = 3  # other detections drawn on a gallery panel: the best that overlap
 # its box; an unsure model has hundreds above any threshold, which would hide the picture
+GALLERY_PANEL_INCHES = (3.0, 3.2)  # width, height of a gallery panel: room for two title lines
 
 
 def _image_of(dataset: Any, i: int) -> Tensor:
@@ -249,7 +241,7 @@ def _draw_scene(
     objs = np.flatnonzero(diagnosis.obj_image == image_index)
     draw_boxes(
         ax,
-        _normalised(diagnosis.obj_box[objs], height, width),
+        _pixels_to_unit(diagnosis.obj_box[objs], width, height),
         color=GT_COLOR,
         linestyle="--",
         labels=[names[c] for c in diagnosis.obj_label[objs]],
@@ -265,22 +257,10 @@ def _draw_scene(
         label = int(diagnosis.det_label[j])
         draw_boxes(
             ax,
-            _normalised(diagnosis.det_box[j], height, width),
-            color=PALETTE[label % len(PALETTE)],
+            _pixels_to_unit(diagnosis.det_box[j], width, height),
+            color=_color(label),
             labels=[f"{names[label]} {diagnosis.det_score[j]:.2f}"],
         )
-
-
-def _gallery(n: int, ncols: int) -> tuple[Figure, list[Axes]]:
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3 * ncols, 3.2 * nrows), layout="constrained", squeeze=False
-    )
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
 
 
 def _empty_figure(message: str) -> Figure:
@@ -322,7 +302,7 @@ def plot_misses(
     picks = missed[
         np.unique(np.linspace(0, len(missed) - 1, min(n, len(missed))).round()).astype(int)
     ]
-    fig, axes = _gallery(len(picks), ncols)
+    fig, axes = _panels(len(picks), max(1, min(ncols, len(picks))), size=GALLERY_PANEL_INCHES)
     for ax, k in zip(axes, picks, strict=True):
         i, box = int(diagnosis.obj_image[k]), diagnosis.obj_box[k]
         image = _image_of(dataset, i)
@@ -332,7 +312,7 @@ def plot_misses(
         name = diagnosis.class_names[int(diagnosis.obj_label[k])]
         show_image(image, ax, f"image {i}: {name}, {diagnosis.obj_size[k]:.0f} px\n{found}")
         _draw_scene(ax, diagnosis, i, h, w, score_threshold, box)
-        draw_boxes(ax, _normalised(box, h, w), color=GT_COLOR, linewidth=3)
+        draw_boxes(ax, _pixels_to_unit(box, w, h), color=GT_COLOR, linewidth=3)
         _zoom(ax, box, h, w)
         _clip_texts(ax)
     return fig
@@ -363,7 +343,7 @@ def plot_false_positives(
     if len(wrong) == 0:
         return _empty_figure(f"no false positives at score ≥ {score_threshold}")
     names = diagnosis.class_names
-    fig, axes = _gallery(len(wrong), ncols)
+    fig, axes = _panels(len(wrong), max(1, min(ncols, len(wrong))), size=GALLERY_PANEL_INCHES)
     for ax, j in zip(axes, wrong, strict=True):
         i, box = int(diagnosis.det_image[j]), diagnosis.det_box[j]
         image = _image_of(dataset, i)
@@ -380,7 +360,7 @@ def plot_false_positives(
         show_image(image, ax, title)
         _draw_scene(ax, diagnosis, i, h, w, score_threshold, box, skip=j)
         label = int(diagnosis.det_label[j])
-        draw_boxes(ax, _normalised(box, h, w), color=PALETTE[label % len(PALETTE)], linewidth=3)
+        draw_boxes(ax, _pixels_to_unit(box, w, h), color=_color(label), linewidth=3)
         _zoom(ax, box, h, w)
         _clip_texts(ax)
     return fig
