@@ -625,7 +625,7 @@ ROWS: list[Row] = [
         f"coco_metric.coco_map, {EVAL_IMAGES} images × {EVAL_DETECTIONS} detections",
         "pycocotools by hand (COCO, loadRes, COCOeval)",
         _coco_map_case,
-        needs=lambda: _missing_modules("ssdlib.evaluate", "pycocotools"),
+        needs=lambda: _missing_modules("ssdlib.coco_metric", "pycocotools"),
     ),
     Row(
         "cpu-train-step-slim",

@@ -5,9 +5,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 
+import matplotlib
 import pytest
 import torch
+
+matplotlib.use("Agg")  # figures are drawn off screen; this does not import pyplot
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two test workers share the cores; a thread pool of 2 in each would oversubscribe them
@@ -82,3 +86,11 @@ def _no_network(monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every figure a test drew; a test that never imported pyplot is left without it."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageColor
 
-from ssdlib.checkpoint import load_model
-from ssdlib.checkpoint import read_training_checkpoint as load_checkpoint
+from ssdlib.checkpoint import load_model, read_training_checkpoint
 from ssdlib.cli import draw_detections, main
 from ssdlib.data.common import tensor_to_uint8
 from ssdlib.data.shapes import CLASSES, ShapesDataset
@@ -49,7 +48,7 @@ def run_dir(tmp_path_factory):
 
 def test_train(run_dir, capsys):
     assert {p.name for p in run_dir.iterdir()} >= {"last.pt", "best.pt", "metrics.csv"}
-    ckpt = load_checkpoint(run_dir / LAST)
+    ckpt = read_training_checkpoint(run_dir / LAST)
     assert ckpt["state"]["step"] == 2 and ckpt["config"]["name"] == "cpu-tiny"
     assert ckpt["config"]["width"] == 0.125 and ckpt["config"]["batch_size"] == 4
     assert "val_map" in ckpt["state"]["history"][-1]  # validated at the end
@@ -195,7 +194,7 @@ def test_train_augment_option_reaches_the_config_and_the_data(tmp_path, monkeypa
     argv = replace_option(TINY_TRAIN, "--max-steps", "1")
     assert main([*argv, "--augment", "none", "--no-val", "--out", str(tmp_path)]) == 0
     assert seen["augment"] == "none"
-    assert load_checkpoint(tmp_path / LAST)["config"]["augment"] == "none"
+    assert read_training_checkpoint(tmp_path / LAST)["config"]["augment"] == "none"
     with pytest.raises(SystemExit):
         main([*argv, "--augment", "crops", "--out", str(tmp_path / "x")])
 

@@ -1,8 +1,15 @@
 """The exercises' judge: \"correct\" or a \"not yet\" that never shows the value."""
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from ssdlib.exercises import EXERCISES, Exercise, check, judge
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("0[1-8]_*.ipynb"))
 
 
 @pytest.mark.parametrize(
@@ -35,3 +42,18 @@ def test_check_adds_the_hint_only_when_wrong(capsys, monkeypatch):
     assert capsys.readouterr().out == "correct\n"
     with pytest.raises(KeyError, match=r"no exercise '00\.none'"):
         check("00.none", 1)
+
+
+def test_every_lesson_is_checked():
+    assert [p.name[:2] for p in LESSONS] == [f"0{n}" for n in range(1, 9)]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.name[:2])
+def test_the_lesson_checks_exactly_these_exercises(lesson):
+    number = lesson.name[:2]
+    cells = json.loads(lesson.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    checked = set(re.findall(rf'exercises\.check\(\s*"({number}\.\w+)"', code))
+    assert checked, f"lesson {number} checks no exercise"
+    assert checked == {n for n in EXERCISES if n.startswith(f"{number}.")}
+    assert "check_answer" not in code

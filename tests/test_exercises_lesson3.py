@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ssdlib import SSD300_VOC, default_boxes
+from ssdlib.boxes import pixels_to_unit
 from ssdlib.data import PhotoDataset
 from tests.exercise_checks import assert_exercise
 
@@ -19,7 +20,7 @@ LAYER_NAMES = ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
 def cameraman():
     photo, target = PhotoDataset().get("camera")
     h, w = photo.shape[1:]
-    gt = target["boxes"] / torch.tensor([w, h, w, h])  # person, camera, tripod
+    gt = pixels_to_unit(target["boxes"], w, h)  # person, camera, tripod
     return gt, target["labels"], default_boxes(SSD300_VOC)
 
 

@@ -3,10 +3,6 @@ hand), accepts the right answer, rejects a wrong one, and its hint does not give
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +12,6 @@ from ssdlib.exercises import EXERCISES
 from ssdlib.speed import InferenceTiming
 from tests.exercise_checks import assert_exercise
 
-LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "08_train_and_evaluate.ipynb"
 CLASSES = ["background", "circle", "square"]
 
 
@@ -111,9 +106,8 @@ def test_pr_at_threshold_matches_a_count_by_hand():
     assert expected == pytest.approx(by_hand)
 
 
-def test_the_lesson_checks_exactly_these_exercises():
-    cells = json.loads(LESSON.read_text())["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    checked = set(re.findall(r'exercises\.check\(\s*"(08\.\w+)"', code))
-    assert checked == {n for n in EXERCISES if n.startswith("08.")}
-    assert "check_answer" not in code
+def test_pr_at_threshold_refuses_more_correct_detections_than_objects():
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    correct = torch.tensor([True, False, True])
+    with pytest.raises(ValueError, match=r"^2 correct detections but only 1 objects$"):
+        EXERCISES["08.pr_at_05"].solve(scores, correct, 1, 0.5)

@@ -6,13 +6,8 @@ import torch
 
 from ssdlib import boxes, fast, loss, matching, nms
 from ssdlib.priors import SSD300_COCO, SSD300_VOC, default_boxes
+from tests.test_matching import random_gt
 from tests.test_nms import assert_same_detections, raw_outputs, reference_loops
-
-
-def random_gt(n, generator):
-    xy = torch.rand(n, 2, generator=generator) * 0.7
-    wh = torch.rand(n, 2, generator=generator) * 0.3 + 0.02
-    return torch.cat([xy, xy + wh], 1)
 
 
 def batch_with_ties(generator, counts):

@@ -19,8 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 import ssdlib.train as train_module
-from ssdlib.checkpoint import TRAINING_FORMAT, load_model
-from ssdlib.checkpoint import read_training_checkpoint as load_checkpoint
+from ssdlib.checkpoint import TRAINING_FORMAT, load_model, read_training_checkpoint
 from ssdlib.data.shapes import ShapesDataset
 from ssdlib.data.transforms import train_transform
 from ssdlib.fast import MultiBoxLoss  # the loss training runs
@@ -174,14 +173,14 @@ def test_train_writes_checkpoints_and_metrics(tmp_path, device):
     assert "val_map" in result.history[1] and "val_map" not in result.history[0]
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0].split(",") == list(METRIC_COLUMNS) and len(lines) == 5
-    ckpt = load_checkpoint(tmp_path / LAST)
+    ckpt = read_training_checkpoint(tmp_path / LAST)
     assert ckpt["format"] == TRAINING_FORMAT and ckpt["state"]["step"] == 4
     for key in ("model", "state_dict", "optimizer", "scaler", "rng", "config", "state"):
         assert key in ckpt
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
     assert (ckpt["state"]["epoch"], ckpt["state"]["batch_in_epoch"]) == (2, 0)  # 4 steps of 2
     assert (tmp_path / BEST).exists()
-    assert load_checkpoint(tmp_path / BEST)["state"]["best"]["step"] in (2, 4)
+    assert read_training_checkpoint(tmp_path / BEST)["state"]["best"]["step"] in (2, 4)
     model = load_model(tmp_path / LAST)
     for k, v in params(result.model).items():
         assert torch.equal(v, model.state_dict()[k]), k
@@ -286,7 +285,7 @@ def test_resume_continues_the_loss_curve_exactly(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(TINY, data, out_dir=tmp_path / "resumed", progress=False)
     monkeypatch.setattr(train_module.fast, "MultiBoxLoss", MultiBoxLoss)
-    stopped = load_checkpoint(tmp_path / "resumed" / LAST)
+    stopped = read_training_checkpoint(tmp_path / "resumed" / LAST)
     position = (stopped["state"]["epoch"], stopped["state"]["batch_in_epoch"])
     assert stopped["state"]["step"] == 2 and position == (0, 2)
     torch.manual_seed(12345)  # the resumed process starts from other RNG states
@@ -381,7 +380,7 @@ def test_non_finite_loss_stops_before_touching_the_weights(tmp_path, monkeypatch
     for hint in ("lower learning rate", "warmup", "amp='off'", "grad_clip"):
         assert hint in message
     # The model in memory still has the weights after step 1, which last.pt holds.
-    stored = load_checkpoint(tmp_path / LAST)
+    stored = read_training_checkpoint(tmp_path / LAST)
     assert stored["state"]["step"] == 1
     for k, v in params(model).items():
         assert torch.equal(v, stored["state_dict"][k]), k
@@ -403,7 +402,7 @@ def test_a_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         train(cfg, tiny_data(), out_dir=tmp_path, progress=False)
     assert saves == [1, 2]
-    assert load_checkpoint(tmp_path / LAST)["state"]["step"] == 1  # the old file, intact
+    assert read_training_checkpoint(tmp_path / LAST)["state"]["step"] == 1  # the old file, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST, "metrics.csv"]  # no debris
 
 
@@ -439,7 +438,7 @@ def test_two_process_ddp_step_equals_one_process(tmp_path):
     see different batch statistics; the loss divides by the global number of positives)."""
     single = train(DDP_CFG, tiny_data(), out_dir=tmp_path / "single", progress=False)
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
-    ddp = load_checkpoint(tmp_path / "ddp" / LAST)
+    ddp = read_training_checkpoint(tmp_path / "ddp" / LAST)
     assert ddp["world_size"] == 2 and ddp["state"]["step"] == 1
     torch.manual_seed(DDP_CFG.seed)
     start = params(build_ssd(TINY_PRIORS, 8, 0.125, False))  # the initial weights
@@ -475,7 +474,7 @@ def test_ctrl_c_finishes_the_step_saves_it_and_the_run_resumes(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt, match="holds step 3"):
         train(TINY, tiny_data(), out_dir=tmp_path, progress=False)
     assert signal.getsignal(signal.SIGINT) is handler  # the user's Ctrl-C is theirs again
-    assert load_checkpoint(tmp_path / LAST)["state"]["step"] == 3
+    assert read_training_checkpoint(tmp_path / LAST)["state"]["step"] == 3
     monkeypatch.setattr(train_module.fast, "MultiBoxLoss", MultiBoxLoss)
     resumed = train(TINY, tiny_data(), out_dir=tmp_path, resume=True, progress=False)
     assert resumed.step == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
@@ -497,7 +496,8 @@ def test_a_folder_with_a_run_is_not_overwritten_without_being_asked(tmp_path):
     with pytest.raises(ValueError, match="contradict"):
         train(cfg, tiny_data(), out_dir=tmp_path, resume=True, overwrite=True, progress=False)
     train(cfg, tiny_data(), out_dir=tmp_path, overwrite=True, progress=False)
-    assert load_checkpoint(tmp_path / BEST)["state"]["step"] == 1  # the old run's files are gone
+    # the old run's files are gone
+    assert read_training_checkpoint(tmp_path / BEST)["state"]["step"] == 1
 
 
 def test_a_validation_set_with_other_classes_is_refused_before_training(tmp_path):
@@ -523,4 +523,29 @@ def test_a_failing_validation_leaves_its_step_saved(tmp_path):
     cfg = dataclasses.replace(TINY, eval_every=2)
     with pytest.raises(ValueError, match="val annotation 0"):
         train(cfg, tiny_data(), BrokenVal(), out_dir=tmp_path, progress=False)
-    assert load_checkpoint(tmp_path / LAST)["state"]["step"] == 2
+    assert read_training_checkpoint(tmp_path / LAST)["state"]["step"] == 2
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_is_refused(tmp_path):
+    from ssdlib.train import METRICS_FILE
+
+    old = {LAST: b"old last", BEST: b"old best", METRICS_FILE: b"old metrics"}
+    for name, content in old.items():
+        (tmp_path / name).write_bytes(content)
+    data = tiny_data()
+    other_classes = build_ssd(TINY_PRIORS, len(data.classes) + 1, 0.125)
+    with pytest.raises(ValueError, match="does not match the config"):
+        train(TINY, data, out_dir=tmp_path, overwrite=True, progress=False, model=other_classes)
+    with pytest.raises(ValueError, match="needs CUDA"):
+        fp16 = dataclasses.replace(TINY, amp="fp16")
+        train(fp16, data, out_dir=tmp_path, overwrite=True, device="cpu", progress=False)
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+
+
+def test_a_gpu_index_under_torchrun_is_refused(monkeypatch):
+    from ssdlib.distributed import setup_distributed
+
+    for key, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=r"'cuda:0' under torchrun would put every process"):
+        setup_distributed("cuda:0")

@@ -3,11 +3,6 @@ them are tested beside their concepts (test_priors, test_backbone, test_loss, te
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -28,14 +23,9 @@ from ssdlib.priors import (
     layer_of_prior,
     prior_index,
 )
+from tests.figure_checks import legend_texts
 
 IMAGE = torch.rand(3, 30, 40)  # a small wide "photo"
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def one_cell(min_size: float = 30, max_size: float = 60, ratios=(2,)) -> PriorConfig:
@@ -300,8 +290,10 @@ def test_plot_offset_histograms_one_series_per_entry_in_each_panel():
     assert [ax.get_title() for ax in fig.axes] == ["Δcx", "Δcy", "Δw", "Δh"]
     for k, ax in enumerate(fig.axes):
         assert len(ax.patches) == 20  # 10 bars per series
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels == [f"scaled (std {a[:, k].std():.2f})", f"raw (std {b[:, k].std():.2f})"]
+        assert legend_texts(ax) == [
+            f"scaled (std {a[:, k].std():.2f})",
+            f"raw (std {b[:, k].std():.2f})",
+        ]
     with pytest.raises(ValueError, match=r"raw: .*\(5, 3\)"):
         viz.plot_offset_histograms({"raw": torch.zeros(5, 3)})
 
@@ -338,5 +330,4 @@ def test_mining_figures_on_a_hand_made_case():
     ax = viz.plot_hard_negatives(torch.rand(3, 8, 8), priors, labels, chosen, bg)
     assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == 3
     ax = viz.plot_negative_losses(bg, labels, chosen, label="m")
-    assert "the 2 mined carry 70%" in ax.get_legend().get_texts()[0].get_text()
-    plt.close("all")
+    assert "the 2 mined carry 70%" in legend_texts(ax)[0]

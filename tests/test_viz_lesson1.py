@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import itertools
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.text import Text
 
 from ssdlib import viz
 from ssdlib.viz.feature_maps import _spread
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def test_spread_keeps_labels_apart_and_centred():

@@ -4,28 +4,17 @@ coverage computed once per configuration, not on every layer or point move."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
-import pytest
 import torch
 from matplotlib.colors import same_color
 
 from ssdlib import SSD300_VOC, viz
 from ssdlib import widgets as W
 from ssdlib.priors import default_box_coverage
+from tests.figure_checks import legend_texts
 
 IMAGE = torch.rand(3, 40, 40)
 GT = torch.tensor([[0.1, 0.05, 0.7, 0.95], [0.72, 0.6, 0.8, 0.7]])  # a large and a small object
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def test_box_shape_labels_follow_the_cells_order():
@@ -38,8 +27,7 @@ def test_box_shape_labels_follow_the_cells_order():
 def test_cell_boxes_legend_names_the_shapes_and_the_objects():
     ax = viz.plot_cell_boxes(IMAGE, SSD300_VOC, 1, 9, 9, gt_boxes=GT)
     legend = ax.get_legend()
-    texts = [t.get_text() for t in legend.get_texts()]
-    assert texts == [*viz.box_shape_labels(SSD300_VOC, 1), "objects"]
+    assert legend_texts(ax) == [*viz.box_shape_labels(SSD300_VOC, 1), "objects"]
     colours = [h.get_color() for h in legend.legend_handles]
     assert colours[-1] == viz.GT_COLOR
     # each shape's legend colour is the colour its box is drawn in (after the objects' boxes)

@@ -3,10 +3,6 @@ with a colour bar), and how a weighting of the negatives spreads the confidence 
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -15,14 +11,9 @@ from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 
 from ssdlib import viz
+from tests.figure_checks import legend_texts
 
 IMAGE = torch.rand(3, 16, 16)
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _one_image(num_negatives: int = 30):
@@ -57,8 +48,7 @@ def test_only_the_hardest_are_drawn_with_a_colour_bar():
     hardest_x = sorted(round(float(priors[i, 0] - 0.025), 4) for i in range(1, 21))
     assert drawn_x == pytest.approx(hardest_x, abs=1e-4)
     assert all(p.get_alpha() == viz.NEGATIVE_ALPHA for p in negatives)  # translucent
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "mined negatives: 30 (20 hardest drawn)" in legend
+    assert "mined negatives: 30 (20 hardest drawn)" in legend_texts(ax)
     assert len(ax.figure.axes) == 2  # the image and its colour bar
     bar = ax.figure.axes[1]
     assert "log p" in bar.get_ylabel()
@@ -81,7 +71,7 @@ def test_all_are_drawn_on_request_and_the_image_is_muted():
     priors, labels, chosen, bg = _one_image(30)
     ax = viz.plot_hard_negatives(IMAGE, priors, labels, chosen, bg, top=None)
     assert len(_negative_patches(ax)) == 30
-    assert all("hardest drawn" not in t.get_text() for t in ax.get_legend().get_texts())
+    assert all("hardest drawn" not in t for t in legend_texts(ax))
     shown = ax.images[0].get_array()
     assert np.allclose(shown[..., 0], shown[..., 1]) and np.allclose(shown[..., 1], shown[..., 2])
     assert shown.std() < viz.image_to_numpy(IMAGE).std()  # grey and flatter than the image

@@ -3,26 +3,16 @@ the image (never under the panel's title)."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.patches import Rectangle
 
 from ssdlib import viz
 from ssdlib.nms import nms_steps
+from tests.figure_checks import legend_texts
 
 IMAGE = torch.rand(3, 30, 40)
 NAMES = ["background", "cat", "cup"]
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def test_labels_at_the_top_edge_go_inside_the_box():
@@ -55,7 +45,7 @@ def test_plot_candidates_has_a_legend_of_classes_and_counts():
     boxes = torch.tensor([[0.1, 0.1, 0.4, 0.4], [0.12, 0.1, 0.42, 0.4], [0.5, 0.5, 0.9, 0.9]])
     labels = torch.tensor([2, 2, 1])
     ax = viz.plot_candidates(IMAGE, boxes, labels, NAMES, title="before NMS")
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cat: 1", "cup: 2"]
+    assert legend_texts(ax) == ["cat: 1", "cup: 2"]
     rects = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert len(rects) == 3
     # Each class in the colour plot_detections gives it.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ssdlib.viz import experiments as vx
+from tests.figure_checks import legend_texts
 
 
 def _result(recall):
@@ -34,14 +34,11 @@ def test_recall_band_spans_the_seeds_lowest_to_highest():
     ys = band.get_paths()[0].vertices[:, 1]
     assert np.isclose(ys.min(), 0.3) and np.isclose(ys.max(), 0.95)
     assert _run_lines(ax) == ["variant"]  # the seeds are the band, not lines
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["baseline, range of the seeds", "variant"]
+    assert legend_texts(ax) == ["baseline, range of the seeds", "variant"]
     counts = [t.get_text() for t in ax.texts]
     assert counts == ["10", "20", "30"]  # the objects per bin, at the foot
-    plt.close("all")
 
 
 def test_without_a_band_nothing_changes():
     ax = vx.plot_recall_by_size_runs({"a": _result([0.5, 0.8, 0.9]), "b": _result([0.4, 0.7, 1])})
     assert _run_lines(ax) == ["a", "b"] and not ax.collections
-    plt.close("all")

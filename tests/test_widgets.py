@@ -3,12 +3,7 @@ check that the figure and the numbers changed the way they should."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.patches import Rectangle
@@ -17,16 +12,11 @@ from ssdlib import widgets as W
 from ssdlib.matching import assign_targets
 from ssdlib.nms import jittered_detections, nms_steps
 from ssdlib.priors import SSD300_VOC, default_boxes
+from tests.figure_checks import legend_texts
 
 IMAGE = torch.rand(3, 40, 40)
 GT = torch.tensor([[0.1, 0.05, 0.7, 0.95], [0.72, 0.6, 0.8, 0.7]])  # a large and a small object
 LABELS = torch.tensor([1, 2])
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def all_widgets(root: widgets.Widget) -> list[widgets.Widget]:
@@ -153,8 +143,7 @@ def test_matching_explorer_threshold_and_object():
 def test_matching_explorer_names_the_layers_in_its_legend():
     names = ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
     ex = W.matching_explorer(IMAGE, GT, LABELS, layer_names=names)
-    legend = [t.get_text() for t in ex.figure.axes[0].get_legend().get_texts()]
-    assert [t.split(" ")[0] for t in legend] == names
+    assert [t.split(" ")[0] for t in legend_texts(ex.figure.axes[0])] == names
     with pytest.raises(ValueError, match="2 layer names for 6 layers"):
         W.matching_explorer(IMAGE, GT, LABELS, layer_names=names[:2])
 

@@ -99,16 +99,17 @@ def shifted_map() -> list[float]:
 def _boxes_for(correct: Tensor, num_objects: int) -> tuple[list[dict], list[dict]]:
     """One image whose objects are 10-pixel squares in a row; a correct detection lies on the
     next unclaimed object, a wrong one on empty background far from all of them."""
+    flags = [bool(ok) for ok in correct.tolist()]
+    if sum(flags) > num_objects:
+        raise ValueError(f"{sum(flags)} correct detections but only {num_objects} objects")
     objects = torch.tensor([[20.0 * j, 0.0, 20.0 * j + 10, 10.0] for j in range(num_objects)])
     boxes, claimed = [], 0
-    for ok in correct.tolist():
+    for ok in flags:
         if ok:
             boxes.append(objects[claimed])
             claimed += 1
         else:
             boxes.append(torch.tensor([0.0, 500.0, 10.0, 510.0]))
-    if claimed > num_objects:
-        raise ValueError(f"{claimed} correct detections but only {num_objects} objects")
     return boxes, [{"boxes": objects, "labels": torch.ones(num_objects, dtype=torch.int64)}]
 
 
